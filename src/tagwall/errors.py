@@ -55,8 +55,8 @@ class Problem:
             if getattr(self, key):
                 out[key] = getattr(self, key)
         if self.value is not None:
-            out["value"] = self.value if isinstance(self.value, str | int | float | bool) else repr(
-                self.value
+            out["value"] = (
+                self.value if isinstance(self.value, str | int | float | bool) else repr(self.value)
             )
         if self.allowed:
             out["allowed"] = list(self.allowed)

@@ -57,7 +57,7 @@ class Config:
     policy_sets: Mapping[Ref, ApplicationPolicySet] = field(default_factory=dict)
     service_templates: Mapping[Ref, ServiceTemplate] = field(default_factory=dict)
     service_instances: Mapping[Ref, ServiceInstance] = field(default_factory=dict)
-    settings: Settings = Settings()
+    settings: Settings = field(default_factory=Settings)
     effective: Mapping[str, Tags] = field(default_factory=dict)
     by_ip: Mapping[IPAddress, str] = field(default_factory=dict)
 
@@ -112,10 +112,22 @@ class Config:
 
     # -- hosts and policy sets ----------------------------------------------------------------
 
+    @staticmethod
+    def host_of(workload: Workload) -> str | None:
+        """The host that enforces ``workload``: its ``host``, else one host per project
+        (named after the project; ``global`` for global workloads).  None for external
+        workloads, which no agent enforces."""
+        if not workload.enforced:
+            return None
+        return workload.host or workload.project or "global"
+
     def host_names(self) -> list[str]:
-        """Declared hosts plus every host a workload names, sorted."""
+        """Declared hosts plus every host that enforces a workload, sorted."""
         names = set(self.hosts)
-        names.update(w.host for w in self.workloads.values() if w.host is not None)
+        for w in self.workloads.values():
+            host = self.host_of(w)
+            if host is not None:
+                names.add(host)
         return sorted(names)
 
     def policy_sets_of(self, tier: Tier) -> list[ApplicationPolicySet]:

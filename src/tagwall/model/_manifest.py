@@ -58,8 +58,10 @@ def parse_documents(text: str, source: str = "<input>") -> list[Document]:
         raise ValidationError([Problem(f"not valid YAML or JSON: {exc}", source=source)]) from exc
     flat: list[object] = []
     for doc in raw:
-        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(
-            doc.get("items"), list
+        if (
+            isinstance(doc, dict)
+            and doc.get("kind") == "List"
+            and isinstance(doc.get("items"), list)
         ):
             flat.extend(doc["items"])
         else:
@@ -75,7 +77,7 @@ def parse_documents(text: str, source: str = "<input>") -> list[Document]:
                 )
             )
             continue
-        docs.append(Document(_plain(doc), source, index))
+        docs.append(Document({str(k): _plain(v) for k, v in doc.items()}, source, index))
     if problems:
         raise ValidationError(problems)
     return docs

@@ -27,9 +27,9 @@ __all__ = [
     "HealthCheck",
     "HealthCheckType",
     "Host",
-    "Interface",
     "IPAddress",
     "IPNetwork",
+    "Interface",
     "InterfaceRole",
     "Mode",
     "Network",
@@ -306,7 +306,7 @@ class Rule:
 
 @dataclass(frozen=True, slots=True)
 class FirewallPolicy:
-    """Invariant: ``rules`` are sorted by (sequence, name) and names are unique."""
+    """Invariant: ``rules`` are sorted by (sequence, written position); names are unique."""
 
     name: str
     project: str | None = None
@@ -324,8 +324,8 @@ class PolicyRef:
 class ApplicationPolicySet:
     """Policies applied to the workloads ``selector`` picks (None = every workload: global).
 
-    Invariant: ``policies`` are sorted by (sequence, name).  A project's set picks only that
-    project's workloads; a global set (no project) picks from all.
+    Invariant: ``policies`` are sorted by (sequence, written position).  A project's set picks
+    only that project's workloads; a global set (no project) picks from all.
     """
 
     name: str

@@ -31,8 +31,8 @@ __all__ = [
     "PROJECT_PSEUDO_TAG",
     "Op",
     "Requirement",
-    "SelectorSyntaxError",
     "Selector",
+    "SelectorSyntaxError",
     "Tags",
     "parse_selector",
     "valid_tag_type",
@@ -50,12 +50,12 @@ _VALUE_RE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?$")
 
 
 def valid_tag_type(name: str) -> bool:
-    return bool(_TYPE_RE.match(name))
+    return _TYPE_RE.fullmatch(name) is not None
 
 
 def valid_tag_value(value: str) -> bool:
     """Tag values follow Kubernetes label values: ≤ 63 characters, may be empty."""
-    return bool(_VALUE_RE.match(value))
+    return _VALUE_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,43 @@
+"""The compiler: intent → one ``Program`` per host, and per-host ``ProgramDelta``s as intent
+changes (DESIGN §3: never a cartesian product).
+
+Pipeline, in the words of cilium's ``resolve.go``: **resolve** endpoint forms into global
+address sets through a tag index (``_index.py``), **distill** per host the policy-set blocks
+that apply to its local workloads (``_compile.py``), **diff** new intent into deltas for the
+hosts it affects (fast paths in ``_compile.py``, generic ``_diff.py``).  ``Program`` types live
+here (``_program.py``); data paths import them, never the reverse.
+
+Pure: imports only ``tagwall.model``; no I/O.
+"""
+
+from ._compile import Compiler, compile_program
+from ._diff import apply_delta, diff_programs
+from ._program import (
+    AddressSet,
+    Block,
+    ChainKey,
+    CompiledRule,
+    CompiledService,
+    LocalInterface,
+    PortElement,
+    Program,
+    ProgramDelta,
+    SetDelta,
+)
+
+__all__ = [
+    "AddressSet",
+    "Block",
+    "ChainKey",
+    "CompiledRule",
+    "CompiledService",
+    "Compiler",
+    "LocalInterface",
+    "PortElement",
+    "Program",
+    "ProgramDelta",
+    "SetDelta",
+    "apply_delta",
+    "compile_program",
+    "diff_programs",
+]

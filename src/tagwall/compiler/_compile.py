@@ -1,0 +1,688 @@
+"""The incremental compiler: a Config in, one Program per host out; each new Config in, deltas
+for the hosts it affects out.
+
+Stages (cilium ``resolve.go`` style):
+
+* **resolve** — every endpoint form a rule uses becomes a global address set, named by
+  ``endpoint_name``; named ports become port sets; ``matchTags`` lists become tag maps.
+  Each is computed once for all hosts through the ``TagIndex``.
+* **distill** — per host, the ApplicationPolicySets that pick a local workload contribute
+  their ``Block`` to the chains of their tier and directions; the block's ``applies_to`` set
+  holds only local addresses, so rules are shared by every host and only small local sets
+  differ.
+* **diff** — ``update(new_config)`` finds the objects that changed.  Workload and
+  FirewallPolicy changes take fast paths that touch only affected sets and hosts; anything
+  else recompiles and diffs whole programs (rare kinds: projects, networks, groups, settings).
+
+State ownership: a ``Compiler`` is single-threaded; only ``update`` mutates it, and a
+``Program`` returned by ``program()`` is an immutable snapshot that later updates never touch.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from ..model import (
+    ApplicationPolicySet,
+    Config,
+    Endpoint,
+    FirewallPolicy,
+    IPAddress,
+    IPNetwork,
+    Mode,
+    Ref,
+    RuleDirection,
+    Service,
+    TagsEndpoint,
+    Tier,
+    TrafficDirection,
+    Workload,
+)
+from ._diff import diff_programs
+from ._index import LabelRegions, TagIndex, endpoint_members, endpoint_name
+from ._program import (
+    AddressSet,
+    Block,
+    ChainKey,
+    CompiledRule,
+    CompiledService,
+    LocalInterface,
+    PortElement,
+    Program,
+    ProgramDelta,
+    SetDelta,
+)
+
+__all__ = ["Compiler", "compile_program"]
+
+
+@dataclass
+class _GlobalSet:
+    endpoint: Endpoint
+    members: set[IPAddress]
+    prefixes: tuple[IPNetwork, ...]
+    workloads: set[str] = field(default_factory=set)  # for tag sets: the matching workloads
+
+
+@dataclass
+class _Host:
+    """Invariant: ``refs`` counts, per global set name, the distinct blocks in ``chains``
+    that name it; ``applied`` holds only non-empty entries."""
+
+    local: set[str] = field(default_factory=set)
+    applied: dict[Ref, frozenset[IPAddress]] = field(default_factory=dict)
+    chains: dict[ChainKey, tuple[Block, ...]] = field(default_factory=dict)
+    isolated: dict[TrafficDirection, frozenset[IPAddress]] = field(default_factory=dict)
+    isolated_shadow: dict[TrafficDirection, frozenset[IPAddress]] = field(default_factory=dict)
+    refs: Counter[str] = field(default_factory=Counter)
+    interfaces: tuple[LocalInterface, ...] = ()
+
+
+PortChange = tuple[frozenset[PortElement], frozenset[PortElement]]  # (added, removed)
+MapChange = tuple[dict[IPAddress, tuple[str, ...]], frozenset[IPAddress]]  # (set, removed)
+
+
+@dataclass
+class _Changes:
+    """Element changes of global sets, port sets and tag maps in one update; each host that
+    holds a name receives the same change object."""
+
+    sets: dict[str, SetDelta] = field(default_factory=dict)
+    ports: dict[str, PortChange] = field(default_factory=dict)
+    maps: dict[str, MapChange] = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        return set(self.sets) | set(self.ports) | set(self.maps)
+
+    def delta(self, host: str, names: Iterable[str], **fields: object) -> ProgramDelta:
+        """A delta carrying the changes of ``names``, plus ``fields`` for ProgramDelta."""
+        wanted = set(names)
+        return ProgramDelta(
+            host,
+            set_deltas=tuple(d for n, d in self.sets.items() if n in wanted),
+            port_set_deltas={n: c for n, c in self.ports.items() if n in wanted},
+            tag_map_deltas={n: c for n, c in self.maps.items() if n in wanted},
+            **fields,  # type: ignore[arg-type]  # keyword names are ProgramDelta fields
+        )
+
+
+def _aps_ref(aps: ApplicationPolicySet) -> Ref:
+    return Ref(aps.name, aps.project)
+
+
+def _block_names(block: Block) -> set[str]:
+    names: set[str] = set()
+    for r in block.rules:
+        names.update(n for n in (r.src, r.dst) if n)
+        if r.match_tags:
+            names.add(r.match_tags)
+        for s in r.services or ():
+            if s.named:
+                names.add(s.named)
+    return names
+
+
+class Compiler:
+    """Compiled state of one configuration; see the module docstring."""
+
+    def __init__(self, config: Config) -> None:
+        self._build(config)
+
+    # -- resolve --------------------------------------------------------------------------------
+
+    def _build(self, config: Config) -> None:
+        self.config = config
+        self._index = TagIndex()
+        for w in config.workloads.values():
+            self._index.put(w.name, config.effective_tags(w.name))
+        self._regions = LabelRegions(config)
+        self._sets: dict[str, _GlobalSet] = {}
+        self._port_sets: dict[str, tuple[Service, set[PortElement]]] = {}
+        self._tag_maps: dict[str, tuple[tuple[str, ...], dict[IPAddress, tuple[str, ...]]]] = {}
+        self._rules: dict[Ref, tuple[CompiledRule, ...]] = {}
+        self._blocks: dict[Ref, Block] = {}
+        self._picks: dict[Ref, set[str]] = {}
+        for aps in config.policy_sets.values():
+            self._add_aps(aps)
+        self._hosts: dict[str, _Host] = {}
+        self._aps_hosts: defaultdict[Ref, set[str]] = defaultdict(set)
+        self._set_hosts: defaultdict[str, set[str]] = defaultdict(set)
+        self._local_of: defaultdict[str, set[str]] = defaultdict(set)
+        for w in config.workloads.values():
+            host = config.host_of(w)
+            if host is not None:
+                self._local_of[host].add(w.name)
+        for host in config.host_names():
+            self._hosts[host] = self._distill(host)
+            self._index_host(host, self._hosts[host], add=True)
+
+    def _ensure_set(self, endpoint: Endpoint) -> str | None:
+        name = endpoint_name(endpoint)
+        if name is not None and name not in self._sets:
+            members, prefixes = endpoint_members(self.config, endpoint, self._index, self._regions)
+            workloads = (
+                self._index.select(endpoint.selector)
+                if isinstance(endpoint, TagsEndpoint)
+                else set()
+            )
+            self._sets[name] = _GlobalSet(endpoint, members, prefixes, workloads)
+        return name
+
+    def _ensure_port_set(self, service: Service) -> str:
+        name = f"port:{service}"
+        if name not in self._port_sets:
+            elements: set[PortElement] = set()
+            for w in self.config.workloads.values():
+                elements |= _port_elements(service, w)
+            self._port_sets[name] = (service, elements)
+        return name
+
+    def _ensure_tag_map(self, types: tuple[str, ...]) -> str:
+        name = "match:" + ",".join(types)
+        if name not in self._tag_maps:
+            values: dict[IPAddress, tuple[str, ...]] = {}
+            for w in self.config.workloads.values():
+                values.update(_tag_values(self.config, types, w))
+            self._tag_maps[name] = (types, values)
+        return name
+
+    def _compile_policy(self, policy: FirewallPolicy) -> tuple[CompiledRule, ...]:
+        ref = Ref(policy.name, policy.project)
+        out: list[CompiledRule] = []
+        for rule in policy.rules:
+            src, dst = self._ensure_set(rule.from_), self._ensure_set(rule.to)
+            services = None
+            if rule.services is not None:
+                services = tuple(
+                    CompiledService(named=self._ensure_port_set(s))
+                    if s.named_port is not None
+                    else CompiledService(s.protocol, s.ports, s.icmp_type)
+                    for s in rule.services
+                )
+            tag_map = self._ensure_tag_map(rule.match_tags) if rule.match_tags else None
+            pairs = []
+            if rule.direction in (RuleDirection.FORWARD, RuleDirection.BOTH):
+                pairs.append((src, dst))
+            if rule.direction in (RuleDirection.REVERSE, RuleDirection.BOTH):
+                pairs.append((dst, src))
+            for a, b in pairs:
+                out.append(
+                    CompiledRule(
+                        ref,
+                        rule.name,
+                        rule.action,
+                        a,
+                        b,
+                        services,
+                        tag_map,
+                        policy.mode is Mode.AUDIT,
+                        rule.log,
+                        rule.via,
+                    )
+                )
+        return tuple(out)
+
+    def _policy_rules(self, ref: Ref) -> tuple[CompiledRule, ...]:
+        if ref not in self._rules:
+            self._rules[ref] = self._compile_policy(self.config.policies[ref])
+        return self._rules[ref]
+
+    def _add_aps(self, aps: ApplicationPolicySet) -> None:
+        ref = _aps_ref(aps)
+        rules = tuple(r for p in aps.policies for r in self._policy_rules(p.policy))
+        self._blocks[ref] = Block(ref, f"aps:{ref}", rules)
+        if aps.selector is None:
+            picked = {
+                w.name
+                for w in self.config.workloads.values()
+                if aps.project is None or w.project == aps.project
+            }
+        else:
+            picked = self._index.select(aps.selector)
+            if aps.project is not None:
+                picked = {n for n in picked if self.config.workloads[n].project == aps.project}
+        self._picks[ref] = picked
+
+    # -- distill --------------------------------------------------------------------------------
+
+    def _distill(self, host: str) -> _Host:
+        cfg = self.config
+        state = _Host(local=set(self._local_of.get(host, ())))
+        local_ips = {n: cfg.workloads[n].ips for n in state.local}
+        for ref, picked in self._picks.items():
+            ips = frozenset(ip for n in picked & state.local for ip in local_ips[n])
+            if picked & state.local:
+                state.applied[ref] = ips
+        for direction in TrafficDirection:
+            iso: set[IPAddress] = set()
+            shadow: set[IPAddress] = set()
+            for tier in Tier:
+                blocks = []
+                for aps in cfg.policy_sets_of(tier):
+                    ref = _aps_ref(aps)
+                    if direction not in aps.directions or ref not in state.applied:
+                        continue
+                    blocks.append(self._blocks[ref])
+                    if tier is Tier.APPLICATION and aps.policies:
+                        shadow |= state.applied[ref]
+                        modes = {cfg.policies[p.policy].mode for p in aps.policies}
+                        if Mode.ENFORCE in modes:
+                            iso |= state.applied[ref]
+                if blocks:
+                    state.chains[(direction, tier)] = tuple(blocks)
+            state.isolated[direction] = frozenset(iso)
+            state.isolated_shadow[direction] = frozenset(shadow)
+        for ref in {b.policy_set for blocks in state.chains.values() for b in blocks}:
+            state.refs.update(_block_names(self._blocks[ref]))
+        state.interfaces = tuple(
+            LocalInterface(w.name, itf.name, itf.ips)
+            for w in sorted((cfg.workloads[n] for n in state.local), key=lambda w: w.name)
+            for itf in w.interfaces
+        )
+        return state
+
+    def _index_host(self, host: str, state: _Host, *, add: bool) -> None:
+        for ref in state.applied:
+            (self._aps_hosts[ref].add if add else self._aps_hosts[ref].discard)(host)
+        for name in state.refs:
+            (self._set_hosts[name].add if add else self._set_hosts[name].discard)(host)
+
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def program(self, host: str) -> Program:
+        """An immutable snapshot of ``host``'s program (empty for an unknown host)."""
+        return self._snapshot(host, self._hosts.get(host, _Host()))
+
+    def _snapshot(self, host: str, state: _Host) -> Program:
+        cfg = self.config
+        sets: dict[str, AddressSet] = {}
+        ports: dict[str, frozenset[PortElement]] = {}
+        maps: dict[str, Mapping[IPAddress, tuple[str, ...]]] = {}
+        for name in state.refs:
+            if name in self._sets:
+                g = self._sets[name]
+                sets[name] = AddressSet(frozenset(g.members), g.prefixes)
+            elif name in self._port_sets:
+                ports[name] = frozenset(self._port_sets[name][1])
+            else:
+                maps[name] = dict(self._tag_maps[name][1])
+        for ref, ips in state.applied.items():
+            sets[f"aps:{ref}"] = AddressSet(ips)
+        isolated: dict[TrafficDirection, str] = {}
+        shadow: dict[TrafficDirection, str] = {}
+        for d in TrafficDirection:
+            isolated[d] = f"isolated:{d.value}"
+            shadow[d] = f"isolated-shadow:{d.value}"
+            sets[isolated[d]] = AddressSet(state.isolated.get(d, frozenset()))
+            sets[shadow[d]] = AddressSet(state.isolated_shadow.get(d, frozenset()))
+        return Program(
+            host,
+            state.interfaces,
+            sets,
+            ports,
+            maps,
+            dict(state.chains),
+            isolated,
+            shadow,
+            cfg.settings.default_posture,
+        )
+
+    def hosts(self) -> list[str]:
+        return sorted(self._hosts)
+
+    # -- diff -----------------------------------------------------------------------------------
+
+    def update(self, new: Config) -> dict[str, ProgramDelta]:
+        """Move to ``new`` and return a delta for every host whose program changed."""
+        old = self.config
+        slow = any(
+            getattr(old, kind) is not getattr(new, kind)
+            and getattr(old, kind) != getattr(new, kind)
+            for kind in (
+                "tag_types",
+                "projects",
+                "networks",
+                "hosts",
+                "address_groups",
+                "service_groups",
+                "policy_sets",
+                "settings",
+            )
+        )
+        if slow:
+            return self._rebuild(new)
+        changed_w = _changed(old.workloads, new.workloads)
+        changed_p = _changed(old.policies, new.policies)
+        if changed_w and changed_p:
+            return self._rebuild(new)
+        self.config = new
+        if changed_p:
+            # No unchanged set names a created or deleted policy (validation), so only a mode
+            # change reaches past the blocks: isolation may change.
+            if any(
+                r in old.policies
+                and r in new.policies
+                and old.policies[r].mode != new.policies[r].mode
+                for r in changed_p
+            ):
+                return self._rebuild(new)
+            return self._update_policies(changed_p)
+        if changed_w:
+            return self._update_workloads(changed_w, old)
+        return {}
+
+    def _rebuild(self, new: Config) -> dict[str, ProgramDelta]:
+        before = {h: self.program(h) for h in self._hosts}
+        self._build(new)
+        out: dict[str, ProgramDelta] = {}
+        for host in sorted(set(before) | set(self._hosts)):
+            delta = diff_programs(before.get(host, Program(host)), self.program(host))
+            if not delta.is_empty():
+                out[host] = delta
+        return out
+
+    # -- fast paths -----------------------------------------------------------------------------
+
+    def _update_workloads(self, changed: set[str], old: Config) -> dict[str, ProgramDelta]:
+        new = self.config
+        hosts: set[str] = set()
+        regions_touched = False
+        for name in changed:
+            ow, nw = old.workloads.get(name), new.workloads.get(name)
+            self._index.remove(name)
+            if nw is not None:
+                self._index.put(name, new.effective_tags(name))
+            for w, cfg in ((ow, old), (nw, new)):
+                host = cfg.host_of(w) if w is not None else None
+                if host is not None:
+                    hosts.add(host)
+                if w is not None and any(self._regions.covers(ip) for ip in w.ips):
+                    regions_touched = True
+            if ow is not None and (h := old.host_of(ow)) is not None:
+                self._local_of[h].discard(name)
+            if nw is not None and (h := new.host_of(nw)) is not None:
+                self._local_of[h].add(name)
+        changes = _Changes()
+        for name in changed:
+            self._move_workload(name, old, changes)
+        if regions_touched:
+            self._regions = LabelRegions(new)
+            for set_name, g in self._sets.items():
+                if isinstance(g.endpoint, TagsEndpoint):
+                    fresh = self._regions.prefixes(g.endpoint.selector, g.workloads)
+                    if fresh != g.prefixes:
+                        _merge(
+                            changes.sets,
+                            set_name,
+                            added_prefixes=fresh,
+                            removed_prefixes=g.prefixes,
+                        )
+                        g.prefixes = fresh
+        hosts &= set(new.host_names()) | set(self._hosts)
+        return self._deliver(hosts, changes)
+
+    def _move_workload(self, name: str, old: Config, changes: _Changes) -> None:
+        """Re-test one workload against every global set, port set, tag map and policy set."""
+        new = self.config
+        ow, nw = old.workloads.get(name), new.workloads.get(name)
+        old_ips = set(ow.ips) if ow else set()
+        new_ips = set(nw.ips) if nw else set()
+        tags = new.effective_tags(name) if nw else None
+        for set_name, g in self._sets.items():
+            ep = g.endpoint
+            if isinstance(ep, TagsEndpoint):
+                before = old_ips if name in g.workloads else set()
+                now = tags is not None and ep.selector.matches(tags)
+                after = new_ips if now else set()
+                (g.workloads.add if now else g.workloads.discard)(name)
+            elif set_name == f"wl:{name}":
+                before, after = old_ips, new_ips
+            elif set_name.startswith("net:"):
+                before = _attached(ow, set_name)
+                after = _attached(nw, set_name)
+            else:
+                continue
+            if before != after:
+                g.members -= before - after
+                g.members |= after - before
+                _merge(changes.sets, set_name, added=after - before, removed=before - after)
+        for port_name, (service, elements) in self._port_sets.items():
+            gone = _port_elements(service, ow) if ow else set()
+            came = _port_elements(service, nw) if nw else set()
+            if gone != came:
+                elements -= gone
+                elements |= came
+                prev_add, prev_rem = changes.ports.get(port_name, (frozenset(), frozenset()))
+                changes.ports[port_name] = (
+                    frozenset((prev_add - gone) | came),
+                    frozenset((prev_rem - came) | gone),
+                )
+        for map_name, (types, values) in self._tag_maps.items():
+            before_v = {ip: values[ip] for ip in old_ips if ip in values}
+            after_v = dict(_tag_values(new, types, nw)) if nw is not None else {}
+            if before_v == after_v:
+                continue
+            for ip in before_v:
+                values.pop(ip, None)
+            values.update(after_v)
+            prev_set, prev_gone = changes.maps.get(map_name, ({}, frozenset()))
+            set_now = {ip: v for ip, v in prev_set.items() if ip not in before_v} | after_v
+            changes.maps[map_name] = (
+                set_now,
+                frozenset((prev_gone | before_v.keys()) - after_v.keys()),
+            )
+        for ref, picked in self._picks.items():
+            aps = new.policy_sets[ref]
+            picks = (
+                nw is not None
+                and (aps.project is None or nw.project == aps.project)
+                and (aps.selector is None or (tags is not None and aps.selector.matches(tags)))
+            )
+            (picked.add if picks else picked.discard)(name)
+
+    def _update_policies(self, changed: set[Ref]) -> dict[str, ProgramDelta]:
+        cfg = self.config
+        for ref in changed:
+            self._rules.pop(ref, None)
+        touched = [
+            aps
+            for aps in cfg.policy_sets.values()
+            if any(p.policy in changed for p in aps.policies)
+        ]
+        hosts: set[str] = set()
+        for aps in touched:
+            ref = _aps_ref(aps)
+            hosts |= self._aps_hosts.get(ref, set())
+            self._add_aps(aps)
+        return self._deliver(hosts, _Changes(), block_swap=frozenset(_aps_ref(a) for a in touched))
+
+    # -- delivery -------------------------------------------------------------------------------
+
+    def _deliver(
+        self,
+        hosts: set[str],
+        changes: _Changes,
+        block_swap: frozenset[Ref] = frozenset(),
+    ) -> dict[str, ProgramDelta]:
+        """Deltas for ``hosts`` (re-distilled) and for every other host holding a changed
+        global set.  ``block_swap``: policy sets whose block changed but whose placement did
+        not; hosts holding them swap the block in place instead of re-distilling."""
+        out: dict[str, ProgramDelta] = {}
+        fresh_content: dict[str, AddressSet] = {}
+        known = set(self.config.host_names())
+        existed = set(self._hosts)
+        for host in sorted(hosts):
+            before = self._hosts.get(host, _Host())
+            self._index_host(host, before, add=False)
+            if block_swap:
+                chains = {
+                    k: tuple(self._blocks[b.policy_set] for b in v)
+                    for k, v in before.chains.items()
+                }
+                after = replace(before, chains=chains, refs=Counter())
+                for ref in {b.policy_set for v in after.chains.values() for b in v}:
+                    after.refs.update(_block_names(self._blocks[ref]))
+            else:
+                after = self._distill(host)
+            if host in known or after.local:
+                self._hosts[host] = after
+                self._index_host(host, after, add=True)
+                if host in existed:
+                    delta = self._host_delta(host, before, after, changes, fresh_content)
+                else:  # a new host starts from nothing
+                    delta = diff_programs(Program(host), self._snapshot(host, after))
+            else:  # a host without workloads any more: empty it
+                self._hosts.pop(host, None)
+                delta = diff_programs(self._snapshot(host, before), Program(host))
+            if not delta.is_empty():
+                out[host] = delta
+        shared: defaultdict[str, set[str]] = defaultdict(set)
+        for name in changes.names():
+            for host in self._set_hosts.get(name, ()):
+                if host not in hosts:
+                    shared[host].add(name)
+        for host, names in shared.items():
+            out[host] = changes.delta(host, names)
+        return out
+
+    def _host_delta(
+        self,
+        host: str,
+        before: _Host,
+        after: _Host,
+        changes: _Changes,
+        fresh: dict[str, AddressSet],
+    ) -> ProgramDelta:
+        new_sets: dict[str, AddressSet] = {}
+        set_deltas: list[SetDelta] = []
+        for ref in set(before.applied) | set(after.applied):
+            name = f"aps:{ref}"
+            a, b = before.applied.get(ref), after.applied.get(ref)
+            if a is None and b is not None:
+                new_sets[name] = AddressSet(b)
+            elif a is not None and b is not None and a != b:
+                set_deltas.append(SetDelta(name, AddressSet(b - a), AddressSet(a - b)))
+        for prefix, old_iso, new_iso in (
+            ("isolated", before.isolated, after.isolated),
+            ("isolated-shadow", before.isolated_shadow, after.isolated_shadow),
+        ):
+            for d in TrafficDirection:
+                a, b = old_iso.get(d, frozenset()), new_iso.get(d, frozenset())
+                if a != b:
+                    set_deltas.append(
+                        SetDelta(f"{prefix}:{d.value}", AddressSet(b - a), AddressSet(a - b))
+                    )
+        added = set(after.refs) - set(before.refs)
+        removed = set(before.refs) - set(after.refs)
+        new_ports: dict[str, frozenset[PortElement]] = {}
+        new_maps: dict[str, Mapping[IPAddress, tuple[str, ...]]] = {}
+        for name in added:
+            if name in self._sets:
+                if name not in fresh:
+                    g = self._sets[name]
+                    fresh[name] = AddressSet(frozenset(g.members), g.prefixes)
+                new_sets[name] = fresh[name]
+            elif name in self._port_sets:
+                new_ports[name] = frozenset(self._port_sets[name][1])
+            else:
+                new_maps[name] = dict(self._tag_maps[name][1])
+        kept = set(after.refs) - added
+        carried = changes.delta(host, kept)
+        set_deltas.extend(carried.set_deltas)
+        chains = {
+            key: after.chains.get(key, ())
+            for key in set(before.chains) | set(after.chains)
+            if before.chains.get(key, ()) != after.chains.get(key, ())
+        }
+        interfaces = after.interfaces if after.interfaces != before.interfaces else None
+        return ProgramDelta(
+            host,
+            new_sets=new_sets,
+            set_deltas=tuple(set_deltas),
+            new_port_sets=new_ports,
+            new_tag_maps=new_maps,
+            chains=chains,
+            interfaces=interfaces,
+            port_set_deltas=carried.port_set_deltas,
+            tag_map_deltas=carried.tag_map_deltas,
+            dropped_sets=frozenset(
+                {n for n in removed if not n.startswith(("port:", "match:"))}
+                | {f"aps:{r}" for r in set(before.applied) - set(after.applied)}
+            ),
+            dropped_port_sets=frozenset(n for n in removed if n.startswith("port:")),
+            dropped_tag_maps=frozenset(n for n in removed if n.startswith("match:")),
+        )
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _changed(old: Mapping[K, V], new: Mapping[K, V]) -> set[K]:
+    """Keys whose object differs; identical objects are skipped without comparing."""
+    if old is new:
+        return set()
+    return {
+        k
+        for k in old.keys() | new.keys()
+        if old.get(k) is not new.get(k) and old.get(k) != new.get(k)
+    }
+
+
+def _merge(
+    out: dict[str, SetDelta],
+    name: str,
+    *,
+    added: Iterable[IPAddress] = (),
+    removed: Iterable[IPAddress] = (),
+    added_prefixes: Iterable[IPNetwork] = (),
+    removed_prefixes: Iterable[IPNetwork] = (),
+) -> None:
+    """Fold more changes of set ``name`` into ``out`` (an address added then removed cancels)."""
+    prev = out.get(name, SetDelta(name))
+    add = set(prev.added.addresses) | set(added)
+    rem = set(prev.removed.addresses) | set(removed)
+    add, rem = add - set(removed), rem - set(added)
+    out[name] = SetDelta(
+        name,
+        AddressSet(frozenset(add), (*prev.added.prefixes, *added_prefixes)),
+        AddressSet(frozenset(rem), (*prev.removed.prefixes, *removed_prefixes)),
+    )
+
+
+def _attached(w: Workload | None, set_name: str) -> set[IPAddress]:
+    if w is None:
+        return set()
+    return {
+        ip
+        for itf in w.interfaces
+        if itf.network and f"net:{itf.network}" == set_name
+        for ip in itf.ips
+    }
+
+
+def _port_elements(service: Service, w: Workload) -> set[PortElement]:
+    return {
+        (ip, np.protocol, np.port)
+        for np in w.ports
+        if np.name == service.named_port and service.protocol in (None, np.protocol)
+        for ip in w.ips
+    }
+
+
+def _tag_values(
+    config: Config, types: tuple[str, ...], w: Workload
+) -> Iterable[tuple[IPAddress, tuple[str, ...]]]:
+    tags = config.effective_tags(w.name)
+    values = tuple(tags.value(t) for t in types)
+    if any(v is None for v in values):
+        return ()
+    return ((ip, tuple(v for v in values if v is not None)) for ip in w.ips)
+
+
+def compile_program(config: Config, host: str) -> Program:
+    """One host's program, compiled from scratch."""
+    return Compiler(config).program(host)
