@@ -140,4 +140,5 @@ __all__ = [
     "parse_selector",
     "parse_service",
     "translate",
+    "validate",
 ]
