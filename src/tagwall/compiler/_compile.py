@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..model import (
@@ -113,7 +113,8 @@ def _aps_ref(aps: ApplicationPolicySet) -> Ref:
     return Ref(aps.name, aps.project)
 
 
-def _block_names(block: Block) -> set[str]:
+def _block_names(block: Block) -> frozenset[str]:
+    """Every global set, port set and tag map the block's rules name."""
     names: set[str] = set()
     for r in block.rules:
         names.update(n for n in (r.src, r.dst) if n)
@@ -122,7 +123,7 @@ def _block_names(block: Block) -> set[str]:
         for s in r.services or ():
             if s.named:
                 names.add(s.named)
-    return names
+    return frozenset(names)
 
 
 class Compiler:
@@ -144,6 +145,8 @@ class Compiler:
         self._tag_maps: dict[str, tuple[tuple[str, ...], dict[IPAddress, tuple[str, ...]]]] = {}
         self._rules: dict[Ref, tuple[CompiledRule, ...]] = {}
         self._blocks: dict[Ref, Block] = {}
+        self._block_names: dict[Ref, frozenset[str]] = {}  # Invariant: names of _blocks[ref]
+        self._old_names: dict[Ref, frozenset[str]] = {}  # during a block swap: names before
         self._picks: dict[Ref, set[str]] = {}
         for aps in config.policy_sets.values():
             self._add_aps(aps)
@@ -234,6 +237,7 @@ class Compiler:
         ref = _aps_ref(aps)
         rules = tuple(r for p in aps.policies for r in self._policy_rules(p.policy))
         self._blocks[ref] = Block(ref, f"aps:{ref}", rules)
+        self._block_names[ref] = _block_names(self._blocks[ref])
         if aps.selector is None:
             picked = {
                 w.name
@@ -276,7 +280,7 @@ class Compiler:
             state.isolated[direction] = frozenset(iso)
             state.isolated_shadow[direction] = frozenset(shadow)
         for ref in {b.policy_set for blocks in state.chains.values() for b in blocks}:
-            state.refs.update(_block_names(self._blocks[ref]))
+            state.refs.update(self._block_names[ref])
         state.interfaces = tuple(
             LocalInterface(w.name, itf.name, itf.ips)
             for w in sorted((cfg.workloads[n] for n in state.local), key=lambda w: w.name)
@@ -421,7 +425,7 @@ class Compiler:
                             removed_prefixes=g.prefixes,
                         )
                         g.prefixes = fresh
-        hosts &= set(new.host_names()) | set(self._hosts)
+        hosts &= self._known_hosts() | set(self._hosts)
         return self._deliver(hosts, changes)
 
     def _move_workload(self, name: str, old: Config, changes: _Changes) -> None:
@@ -493,9 +497,11 @@ class Compiler:
             if any(p.policy in changed for p in aps.policies)
         ]
         hosts: set[str] = set()
+        self._old_names = {}
         for aps in touched:
             ref = _aps_ref(aps)
             hosts |= self._aps_hosts.get(ref, set())
+            self._old_names[ref] = self._block_names[ref]
             self._add_aps(aps)
         return self._deliver(hosts, _Changes(), block_swap=frozenset(_aps_ref(a) for a in touched))
 
@@ -512,21 +518,17 @@ class Compiler:
         not; hosts holding them swap the block in place instead of re-distilling."""
         out: dict[str, ProgramDelta] = {}
         fresh_content: dict[str, AddressSet] = {}
-        known = set(self.config.host_names())
+        known = self._known_hosts()
         existed = set(self._hosts)
         for host in sorted(hosts):
+            if block_swap:
+                delta = self._swap(host, block_swap, fresh_content)
+                if not delta.is_empty():
+                    out[host] = delta
+                continue
             before = self._hosts.get(host, _Host())
             self._index_host(host, before, add=False)
-            if block_swap:
-                chains = {
-                    k: tuple(self._blocks[b.policy_set] for b in v)
-                    for k, v in before.chains.items()
-                }
-                after = replace(before, chains=chains, refs=Counter())
-                for ref in {b.policy_set for v in after.chains.values() for b in v}:
-                    after.refs.update(_block_names(self._blocks[ref]))
-            else:
-                after = self._distill(host)
+            after = self._distill(host)
             if host in known or after.local:
                 self._hosts[host] = after
                 self._index_host(host, after, add=True)
@@ -547,6 +549,63 @@ class Compiler:
         for host, names in shared.items():
             out[host] = changes.delta(host, names)
         return out
+
+    def _known_hosts(self) -> set[str]:
+        """Declared hosts and hosts that enforce a workload (Config.host_names, cheaply)."""
+        return set(self.config.hosts) | {h for h, local in self._local_of.items() if local}
+
+    def _swap(self, host: str, refs: frozenset[Ref], fresh: dict[str, AddressSet]) -> ProgramDelta:
+        """Replace the blocks of ``refs`` on ``host`` by their new versions.  Placement (which
+        sets apply where) is unchanged, so only chains and set references move."""
+        state = self._hosts[host]
+        chains: dict[ChainKey, tuple[Block, ...]] = {}
+        present: set[Ref] = set()
+        for key, blocks in state.chains.items():
+            hit = {b.policy_set for b in blocks} & refs
+            if hit:
+                present |= hit
+                chains[key] = tuple(self._blocks[b.policy_set] for b in blocks)
+        state.chains.update(chains)
+        moved = [r for r in present if self._old_names[r] != self._block_names[r]]
+        before = set(state.refs)
+        for ref in moved:
+            state.refs.subtract(self._old_names[ref])
+            state.refs.update(self._block_names[ref])
+        state.refs = +state.refs
+        added, removed = set(state.refs) - before, before - set(state.refs)
+        for name in added:
+            self._set_hosts[name].add(host)
+        for name in removed:
+            self._set_hosts[name].discard(host)
+        new_sets, new_ports, new_maps = self._contents(added, fresh)
+        return ProgramDelta(
+            host, new_sets=new_sets, new_port_sets=new_ports, new_tag_maps=new_maps,
+            chains=chains, **_dropped(removed),  # type: ignore[arg-type]  # ProgramDelta fields
+        )
+
+    def _contents(
+        self, names: Iterable[str], fresh: dict[str, AddressSet]
+    ) -> tuple[
+        dict[str, AddressSet],
+        dict[str, frozenset[PortElement]],
+        dict[str, Mapping[IPAddress, tuple[str, ...]]],
+    ]:
+        """Full contents of newly referenced names; address sets are frozen once per update
+        (``fresh``) and shared by every host that receives them."""
+        sets: dict[str, AddressSet] = {}
+        ports: dict[str, frozenset[PortElement]] = {}
+        maps: dict[str, Mapping[IPAddress, tuple[str, ...]]] = {}
+        for name in names:
+            if name in self._sets:
+                if name not in fresh:
+                    g = self._sets[name]
+                    fresh[name] = AddressSet(frozenset(g.members), g.prefixes)
+                sets[name] = fresh[name]
+            elif name in self._port_sets:
+                ports[name] = frozenset(self._port_sets[name][1])
+            else:
+                maps[name] = dict(self._tag_maps[name][1])
+        return sets, ports, maps
 
     def _host_delta(
         self,
@@ -577,18 +636,8 @@ class Compiler:
                     )
         added = set(after.refs) - set(before.refs)
         removed = set(before.refs) - set(after.refs)
-        new_ports: dict[str, frozenset[PortElement]] = {}
-        new_maps: dict[str, Mapping[IPAddress, tuple[str, ...]]] = {}
-        for name in added:
-            if name in self._sets:
-                if name not in fresh:
-                    g = self._sets[name]
-                    fresh[name] = AddressSet(frozenset(g.members), g.prefixes)
-                new_sets[name] = fresh[name]
-            elif name in self._port_sets:
-                new_ports[name] = frozenset(self._port_sets[name][1])
-            else:
-                new_maps[name] = dict(self._tag_maps[name][1])
+        added_sets, new_ports, new_maps = self._contents(added, fresh)
+        new_sets.update(added_sets)
         kept = set(after.refs) - added
         carried = changes.delta(host, kept)
         set_deltas.extend(carried.set_deltas)
@@ -608,13 +657,19 @@ class Compiler:
             interfaces=interfaces,
             port_set_deltas=carried.port_set_deltas,
             tag_map_deltas=carried.tag_map_deltas,
-            dropped_sets=frozenset(
-                {n for n in removed if not n.startswith(("port:", "match:"))}
-                | {f"aps:{r}" for r in set(before.applied) - set(after.applied)}
+            **_dropped(  # type: ignore[arg-type]  # the three dropped_* fields
+                removed | {f"aps:{r}" for r in set(before.applied) - set(after.applied)}
             ),
-            dropped_port_sets=frozenset(n for n in removed if n.startswith("port:")),
-            dropped_tag_maps=frozenset(n for n in removed if n.startswith("match:")),
         )
+
+
+def _dropped(names: set[str]) -> dict[str, frozenset[str]]:
+    """ProgramDelta's ``dropped_*`` fields for ``names``, split by what they name."""
+    return {
+        "dropped_sets": frozenset(n for n in names if not n.startswith(("port:", "match:"))),
+        "dropped_port_sets": frozenset(n for n in names if n.startswith("port:")),
+        "dropped_tag_maps": frozenset(n for n in names if n.startswith("match:")),
+    }
 
 
 K = TypeVar("K")
