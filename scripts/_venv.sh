@@ -1,0 +1,45 @@
+# Sourced by scripts/demo and scripts/test (not run on its own).
+#
+# ensure_venv EXTRAS: make sure .venv exists and holds tagwall installed in editable mode with
+# EXTRAS ("" or "test").  pip runs only when pyproject.toml changed since the last install or
+# the extras asked for are not installed yet: the stamp .venv/.tagwall-installed holds
+# "<sha256 of pyproject.toml> <extras>" ("test" includes everything "" installs).
+
+ensure_venv() {
+    local want="${1:-}" python="${PYTHON:-python3}"
+    if ! command -v "$python" >/dev/null 2>&1; then
+        echo "error: $python not found; tagwall needs Python 3.11 or later" >&2
+        exit 1
+    fi
+    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        echo "error: tagwall needs Python 3.11 or later; $python is $("$python" -V 2>&1)" >&2
+        exit 1
+    fi
+    if [ ! -x .venv/bin/python ]; then
+        echo "creating .venv with $python -m venv" >&2
+        if ! "$python" -m venv .venv >/dev/null 2>&1; then
+            rm -rf .venv
+            if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+                echo "'$python -m venv' failed: installing python3-venv with apt-get" >&2
+                apt-get update -qq >/dev/null
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+                "$python" -m venv .venv
+            else
+                echo "error: '$python -m venv' failed; install python3-venv" \
+                    "(e.g. sudo apt-get install python3-venv) and run this again" >&2
+                exit 1
+            fi
+        fi
+    fi
+    local stamp=.venv/.tagwall-installed hash have_hash="" have_extras=""
+    hash="$(.venv/bin/python -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' pyproject.toml)"
+    if [ -f "$stamp" ]; then
+        read -r have_hash have_extras <"$stamp" || true
+    fi
+    if [ "$have_hash" = "$hash" ] && { [ -z "$want" ] || [ "$have_extras" = "$want" ]; }; then
+        return 0
+    fi
+    echo "installing tagwall into .venv: pip install -e '.${want:+[$want]}'" >&2
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${want:+[$want]}"
+    echo "$hash $want" >"$stamp"
+}
