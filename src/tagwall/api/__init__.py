@@ -11,11 +11,11 @@ STYLE.md); it must not import the CLI, the agent or the data path.
 
 Modules: ``_app`` (factory, error handlers), ``_objects`` (CRUD, apply), ``_drafts``,
 ``_query`` (trace, reach, programs), ``_live`` (validated writes, the cached live Config),
-``_http`` (body reading, size cap, problem+json), ``_kinds`` (URL plurals ↔ kinds).
+``_http`` (body reading, size cap, problem+json).
 """
 
+from ..kinds import KIND_OF_PLURAL
 from ._app import API_PREFIX, create_app
 from ._http import MANIFEST_MEDIA_TYPES, MAX_BODY_BYTES
-from ._kinds import KIND_OF_PLURAL
 
 __all__ = ["API_PREFIX", "KIND_OF_PLURAL", "MANIFEST_MEDIA_TYPES", "MAX_BODY_BYTES", "create_app"]

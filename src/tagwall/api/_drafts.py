@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import Problem, ValidationError
+from ..kinds import PLURAL_OF_KIND, known_kinds
 from ..store import Delete, DiffEntry, Draft, ObjectKey
 from ._http import MANIFEST_OPENAPI, manifest_text, parse_manifests
-from ._kinds import PLURAL_OF_KIND, known_kinds
 from ._live import LiveConfig
 from ._objects import ApplyOut, ExpectRevision, apply_out, changes_of, object_key
 

@@ -2,7 +2,7 @@
 
 Every write goes through ``LiveConfig.commit``: the whole would-be configuration is validated
 and committed as one revision, or refused (422 with every problem) with nothing written.
-Routes are generated per kind from ``_kinds.KIND_OF_PLURAL``; names may contain ``/``.
+Routes are generated per kind from ``tagwall.kinds.KIND_OF_PLURAL``; names may contain ``/``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
 from ..errors import NotFoundError, Problem, ValidationError
+from ..kinds import KIND_OF_PLURAL, NAMESPACED_KUBERNETES_KINDS, PLURAL_OF_KIND, known_kinds
 from ..model import Document
 from ..store import Change, CommitResult, Delete, ObjectKey, Put
 from ._http import MANIFEST_OPENAPI, manifest_text, parse_manifests
-from ._kinds import KIND_OF_PLURAL, NAMESPACED_KUBERNETES_KINDS, PLURAL_OF_KIND, known_kinds
 from ._live import LiveConfig, Origin
 
 __all__ = [

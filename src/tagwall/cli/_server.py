@@ -15,6 +15,7 @@ from urllib.parse import quote
 import typer
 from rich.syntax import Syntax
 
+from ..kinds import KIND_OF_PLURAL, PLURAL_OF_KIND
 from ._common import (
     Client,
     CliError,
@@ -44,26 +45,6 @@ __all__ = [
     "resolve_kind",
 ]
 
-KINDS = (
-    "TagType",
-    "Project",
-    "Network",
-    "Host",
-    "Workload",
-    "AddressGroup",
-    "ServiceGroup",
-    "FirewallPolicy",
-    "ApplicationPolicySet",
-    "ServiceTemplate",
-    "ServiceInstance",
-    "Settings",
-    "Namespace",
-    "Pod",
-    "NetworkPolicy",
-    "AdminNetworkPolicy",
-    "BaselineAdminNetworkPolicy",
-    "ClusterNetworkPolicy",
-)
 SHORT_NAMES = {
     "fp": "FirewallPolicy",
     "aps": "ApplicationPolicySet",
@@ -75,22 +56,19 @@ SHORT_NAMES = {
 
 
 def plural_of(kind: str) -> str:
-    """The API's URL name of ``kind``: lower case plus ``s`` (``Policy`` → ``policies``)."""
-    lower = kind.lower()
-    if lower.endswith("s"):
-        return lower
-    return lower[:-1] + "ies" if lower.endswith("y") else lower + "s"
+    """The API's URL name of ``kind`` (``FirewallPolicy`` → ``firewallpolicies``)."""
+    return PLURAL_OF_KIND[kind]
 
 
 def resolve_kind(text: str) -> str:
     """Resolve what the user typed to a kind, or a usage error listing the kinds."""
     wanted = text.lower()
-    for kind in KINDS:
-        if wanted in (kind.lower(), plural_of(kind)):
+    for plural, kind in KIND_OF_PLURAL.items():
+        if wanted in (kind.lower(), plural):
             return kind
     if wanted in SHORT_NAMES:
         return SHORT_NAMES[wanted]
-    raise typer.BadParameter(f"unknown kind {text!r} (kinds: {', '.join(KINDS)})")
+    raise typer.BadParameter(f"unknown kind {text!r} (kinds: {', '.join(KIND_OF_PLURAL.values())})")
 
 
 KindArg = Annotated[str, typer.Argument(help="Object kind: Workload, workloads, fp, aps, …")]

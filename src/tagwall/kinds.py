@@ -1,4 +1,5 @@
-"""The URL names of object kinds: ``/api/v1/{plural}`` ↔ ``kind`` (docs/api-contract.md).
+"""Every kind tagwall stores, and its URL name: ``/api/v1/{plural}`` ↔ ``kind``
+(docs/api-contract.md).  Shared by the API and the CLI, so it imports nothing.
 
 Native kinds and the Kubernetes kinds that ``tagwall.model.translate`` imports are stored as
 written, so both have routes.  Plurals are the lower-cased kind plus ``s`` (``policy`` →
