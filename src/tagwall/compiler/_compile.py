@@ -97,15 +97,14 @@ class _Changes:
     def names(self) -> set[str]:
         return set(self.sets) | set(self.ports) | set(self.maps)
 
-    def delta(self, host: str, names: Iterable[str], **fields: object) -> ProgramDelta:
-        """A delta carrying the changes of ``names``, plus ``fields`` for ProgramDelta."""
+    def delta(self, host: str, names: Iterable[str]) -> ProgramDelta:
+        """A delta carrying the changes of ``names``."""
         wanted = set(names)
         return ProgramDelta(
             host,
             set_deltas=tuple(d for n, d in self.sets.items() if n in wanted),
             port_set_deltas={n: c for n, c in self.ports.items() if n in wanted},
             tag_map_deltas={n: c for n, c in self.maps.items() if n in wanted},
-            **fields,  # type: ignore[arg-type]  # keyword names are ProgramDelta fields
         )
 
 
