@@ -43,3 +43,26 @@ ensure_venv() {
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${want:+[$want]}"
     echo "$hash $want" >"$stamp"
 }
+
+# ensure_system_packages: the Debian packages the data path, the lab and the benchmarks use
+# (nftables and libnftables, iproute2, conntrack, iperf3, iptables for the legacy baseline),
+# installed with apt-get when a command or library is missing.  Needs root; without it, says
+# what is missing and goes on (the privileged tests then skip and say why).
+ensure_system_packages() {
+    local missing=()
+    command -v nft >/dev/null 2>&1 || missing+=(nftables)
+    [ -e /usr/lib/x86_64-linux-gnu/libnftables.so.1 ] || ldconfig -p 2>/dev/null | grep -q 'libnftables.so.1' || missing+=(libnftables1)
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+    command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+    command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    [ "${#missing[@]}" = 0 ] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Debian packages: ${missing[*]}" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "warning: missing ${missing[*]} (needs root and apt-get); the nftables data path" \
+            "and the lab will not run" >&2
+    fi
+}

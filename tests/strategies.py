@@ -7,6 +7,7 @@ selectors, tags, prefixes and ports are what exercise the semantics.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from hypothesis import strategies as st
@@ -208,3 +209,25 @@ def flows(draw: st.DrawFn, config: Config) -> tuple[str, str, str]:
         draw(st.sampled_from(ips)),
         draw(st.sampled_from(FLOW_SERVICES)),
     )
+
+
+def mutate(data: st.DataObject, docs: list[Manifest]) -> list[Manifest]:
+    """One operator edit: retag a workload, edit or reorder a rule, move a workload."""
+    docs = copy.deepcopy(docs)
+    workloads = [d for d in docs if d["kind"] == "Workload"]
+    policies = [d for d in docs if d["kind"] == "FirewallPolicy" and d["spec"]["rules"]]
+    edits = ["retag", "move"] + (["rule"] if policies else [])
+    edit = data.draw(st.sampled_from(edits))
+    if edit == "retag":
+        data.draw(st.sampled_from(workloads))["spec"]["tags"] = data.draw(tag_maps())
+    elif edit == "move":
+        w = data.draw(st.sampled_from(workloads))
+        if w["spec"]["kind"] != "external":
+            w["spec"]["host"] = data.draw(st.sampled_from(["h1", "h2", "h3"]))
+    else:
+        rule = data.draw(st.sampled_from(data.draw(st.sampled_from(policies))["spec"]["rules"]))
+        rule["services"] = [data.draw(st.sampled_from(["tcp/80", "udp/53", "tcp/85", "http"]))]
+        rule["to"] = data.draw(
+            st.sampled_from([{"any": True}, {"tags": "tier=db"}, {"cidr": "10.0.0.0/30"}])
+        )
+    return docs

@@ -6,12 +6,11 @@ compile: applying the deltas of any change gives exactly the programs of the new
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import Manifest, build, flows, models, tag_maps
+from strategies import build, flows, models, mutate
 
 from tagwall.compiler import Compiler, Program, apply_delta
 from tagwall.datapath import SimDatapath, SimDecision, SimNetwork
@@ -78,28 +77,6 @@ def test_simulator_agrees_with_reference(data: st.DataObject) -> None:
         assert_agree(config, net, *data.draw(flows(config)))
 
 
-def _mutate(data: st.DataObject, docs: list[Manifest]) -> list[Manifest]:
-    """One operator edit: retag a workload, edit or reorder a rule, move a workload."""
-    docs = copy.deepcopy(docs)
-    workloads = [d for d in docs if d["kind"] == "Workload"]
-    policies = [d for d in docs if d["kind"] == "FirewallPolicy" and d["spec"]["rules"]]
-    edits = ["retag", "move"] + (["rule"] if policies else [])
-    edit = data.draw(st.sampled_from(edits))
-    if edit == "retag":
-        data.draw(st.sampled_from(workloads))["spec"]["tags"] = data.draw(tag_maps())
-    elif edit == "move":
-        w = data.draw(st.sampled_from(workloads))
-        if w["spec"]["kind"] != "external":
-            w["spec"]["host"] = data.draw(st.sampled_from(["h1", "h2", "h3"]))
-    else:
-        rule = data.draw(st.sampled_from(data.draw(st.sampled_from(policies))["spec"]["rules"]))
-        rule["services"] = [data.draw(st.sampled_from(["tcp/80", "udp/53", "tcp/85", "http"]))]
-        rule["to"] = data.draw(
-            st.sampled_from([{"any": True}, {"tags": "tier=db"}, {"cidr": "10.0.0.0/30"}])
-        )
-    return docs
-
-
 @SETTINGS
 @given(st.data())
 def test_incremental_deltas_equal_fresh_compile(data: st.DataObject) -> None:
@@ -107,7 +84,7 @@ def test_incremental_deltas_equal_fresh_compile(data: st.DataObject) -> None:
     compiler = Compiler(build(docs))
     programs = {h: compiler.program(h) for h in compiler.hosts()}
     for _ in range(3):
-        docs = _mutate(data, docs)
+        docs = mutate(data, docs)
         new = build(docs)
         for host, delta in compiler.update(new).items():
             programs[host] = apply_delta(programs.get(host, Program(host)), delta)

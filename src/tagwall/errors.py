@@ -100,3 +100,10 @@ class ConflictError(TagwallError):
 class StoreError(TagwallError):
     status = 503
     title = "store unavailable"
+
+
+class DatapathError(TagwallError):
+    """A data path refused a program or a delta; the previous program stays in force."""
+
+    status = 422
+    title = "data path refused the program"

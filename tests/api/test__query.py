@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import yaml
 from fastapi.testclient import TestClient
@@ -81,8 +83,12 @@ def test_host_program(client: TestClient) -> None:
 def test_reads_use_the_config_validated_by_the_write(
     client: TestClient, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A write caches the Config its check built; reads validate only when someone else
-    moved the revision, and then only once."""
+    """A write caches the Config its check built; reads (the program hub's included) validate
+    only when someone else moved the revision, and then only once."""
+    deadline = time.monotonic() + 10
+    while not client.app.state.hub.ready:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the program hub did not start"
+        time.sleep(0.01)
     loads: list[int] = []
 
     def counting_load(documents: list[Document]) -> Config:

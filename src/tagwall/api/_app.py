@@ -14,6 +14,10 @@ Bad input is a 4xx, never a 5xx: tests/api/test__app.py fuzzes every route to ho
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
 
@@ -23,8 +27,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..control import ProgramHub
 from ..errors import Problem, TagwallError, ValidationError
 from ..store import Store
+from ._agents import agents_router
 from ._drafts import drafts_router
 from ._http import (
     MAX_BODY_BYTES,
@@ -58,20 +64,37 @@ def create_app(
     *,
     title: str = "tagwall controller",
     max_body_bytes: int = MAX_BODY_BYTES,
+    controller_id: str = "controller",
 ) -> FastAPI:
     """The controller's REST API over ``store``; the caller owns (and closes) the store.
 
-    ``max_body_bytes`` caps every request body (inclusive); larger bodies get 413.
+    ``max_body_bytes`` caps every request body (inclusive); larger bodies get 413.  While the
+    app runs (its lifespan), a ``ProgramHub`` follows the store and streams programs to
+    agents; ``controller_id`` names this controller in the agents' status.
     """
+    live = LiveConfig(store)
+    hub = ProgramHub(store, live.config, controller_id)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(hub.run(), name="program-hub")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     app = FastAPI(
         title=title,
         version="1",
         summary="Intent-driven distributed firewall: policy objects, drafts, traces, programs.",
         default_response_class=SafeJSONResponse,
         responses=_ERRORS,
+        lifespan=lifespan,
     )
-    live = LiveConfig(store)
     app.state.live = live
+    app.state.hub = hub
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_exception_handler(TagwallError, _tagwall_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
@@ -80,6 +103,7 @@ def create_app(
     # Query routes first: /hosts/{host}/program must win over /hosts/{name:path}.
     app.include_router(query_router(live), prefix=API_PREFIX)
     app.include_router(drafts_router(live), prefix=API_PREFIX)
+    app.include_router(agents_router(hub), prefix=API_PREFIX)
     app.include_router(objects_router(live), prefix=API_PREFIX)
 
     @app.get("/healthz", summary="Liveness: the store answers", tags=["health"])

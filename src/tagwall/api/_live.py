@@ -70,6 +70,7 @@ class LiveConfig:
         self.store = store
         self._lock = threading.Lock()
         self._cached: tuple[int, Config] | None = None  # guarded by _lock
+        self._writing = threading.Lock()  # held by a write from its commit to its caching
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -94,6 +95,13 @@ class LiveConfig:
             cached = self._cached
         if cached is not None and cached[0] == revision:
             return cached
+        # A write of this process may have committed and not yet cached what it validated:
+        # wait for it rather than validate the same configuration twice.
+        with self._writing:
+            with self._lock:
+                cached = self._cached
+            if cached is not None and cached[0] == self.store.revision():
+                return cached
         snap = self.snapshot()
         config = load(_documents([o.body for o in snap.objects], {}))
         self._remember(snap.revision, config)
@@ -122,14 +130,15 @@ class LiveConfig:
             if dry_run:
                 raise _DryRun("dry run")
 
-        try:
-            result = self.store.commit(changes, expect_revision=expect_revision, check=check)
-        except _DryRun:
-            return CommitResult(self.store.revision(), outcomes)
-        if dry_run:  # every change was a no-op, so the store had nothing to check
-            return CommitResult(result.revision, outcomes)
-        if built:
-            self._remember(result.revision, built[-1])
+        with self._writing:
+            try:
+                result = self.store.commit(changes, expect_revision=expect_revision, check=check)
+            except _DryRun:
+                return CommitResult(self.store.revision(), outcomes)
+            if dry_run:  # every change was a no-op, so the store had nothing to check
+                return CommitResult(result.revision, outcomes)
+            if built:
+                self._remember(result.revision, built[-1])
         return result
 
     def commit_draft(self, name: str, *, expect_revision: int | None = None) -> CommitResult:
@@ -141,9 +150,10 @@ class LiveConfig:
         def check(bodies: list[Body]) -> None:
             built.append(load(_documents(bodies, origins)))
 
-        result = self.store.commit_draft(name, expect_revision=expect_revision, check=check)
-        if built:
-            self._remember(result.revision, built[-1])
+        with self._writing:
+            result = self.store.commit_draft(name, expect_revision=expect_revision, check=check)
+            if built:
+                self._remember(result.revision, built[-1])
         return result
 
     def _would_be(self, change: Change) -> Outcome:

@@ -7,7 +7,8 @@ API of docs/api-contract.md through httpx.  ``controller`` is the only command t
 the server side (store, api, uvicorn), and only when it runs.
 
 Modules: ``_common`` (formats, errors, manifests, client) · ``_offline`` (trace, reach,
-convert, compile) · ``_controller`` · ``_server`` (apply, get, describe, delete) · ``_drafts`` ·
+convert, compile) · ``_controller`` · ``_agent`` · ``_server`` (apply, get, describe,
+delete) · ``_drafts`` ·
 ``_describe`` (describe's tables).
 
 Exit status: 0 success, 1 a reported failure (invalid input, unknown object, unreachable
@@ -23,7 +24,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import TagwallError
-from . import _controller, _drafts, _offline, _server
+from . import _agent, _controller, _drafts, _offline, _server
 from ._common import CliError, report
 
 __all__ = ["app", "main"]
@@ -52,6 +53,7 @@ app = typer.Typer(
 
 _COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("Controller", _controller.controller),
+    ("Hosts", _agent.agent),
     ("Configuration", _server.apply),
     ("Configuration", _server.get),
     ("Configuration", _server.describe),

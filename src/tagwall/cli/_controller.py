@@ -93,7 +93,9 @@ def controller(
     store = SqliteStore(data_dir / "store.db")
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    config = uvicorn.Config(create_app(store), log_level=log_level, access_log=False)
+    config = uvicorn.Config(
+        create_app(store, controller_id=url), log_level=log_level, access_log=False
+    )
     try:
         status = asyncio.run(_serve(uvicorn.Server(config), sock, url, documents))
     except KeyboardInterrupt:

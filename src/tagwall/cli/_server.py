@@ -158,8 +158,16 @@ def get(
     server: ServerOpt = None,
     output: OutputOpt = OutputFormat.TABLE,
 ) -> None:
-    """List objects of a kind, or show one (-o yaml/json prints manifests you can apply)."""
+    """List objects of a kind, or show one (-o yaml/json prints manifests you can apply).
+
+    ``get hosts`` lists every host with its enforcement state instead: connected or not, the
+    controller it is connected to, desired and realized revision, last error.  ``get host
+    NAME`` shows the Host object.
+    """
     kind = resolve_kind(kind)
+    if kind == "Host" and name is None:
+        _hosts(server, output)
+        return
     with Client(server) as client:
         if name is not None:
             items = [client.request("GET", _path(kind, name), params={"project": project})]
@@ -175,6 +183,29 @@ def get(
             out.print(records_table([_row(kind, item) for item in items]))
         else:
             err.print(f"no {plural_of(kind)}" + (f" in project {project}" if project else ""))
+
+
+def _hosts(server: str | None, output: OutputFormat) -> None:
+    with Client(server) as client:
+        status = client.request("GET", "/agents")
+    if output is OutputFormat.YAML:
+        typer.echo(dump_yaml_stream([status]), nl=False)
+    elif not emit(status, output):
+        rows = [
+            {
+                "host": v["host"],
+                "state": v["state"],
+                "controller": v["controller"],
+                "desired": v["desiredRevision"],
+                "realized": v["realizedRevision"],
+                "error": v["error"],
+            }
+            for v in status["items"]
+        ]
+        if rows:
+            out.print(records_table(rows))
+        else:
+            err.print("no hosts: no workload names one and no agent has connected")
 
 
 def describe(

@@ -7,6 +7,8 @@ that apply to its local workloads (``_compile.py``), **diff** new intent into de
 hosts it affects (fast paths in ``_compile.py``, generic ``_diff.py``).  ``Program`` types live
 here (``_program.py``); data paths import them, never the reverse.
 
+Programs and deltas travel as JSON (``_wire.py``).
+
 Pure: imports only ``tagwall.model``; no I/O.
 """
 
@@ -24,8 +26,16 @@ from ._program import (
     ProgramDelta,
     SetDelta,
 )
+from ._wire import (
+    WIRE_VERSION,
+    delta_from_wire,
+    delta_to_wire,
+    program_from_wire,
+    program_to_wire,
+)
 
 __all__ = [
+    "WIRE_VERSION",
     "AddressSet",
     "Block",
     "ChainKey",
@@ -39,5 +49,9 @@ __all__ = [
     "SetDelta",
     "apply_delta",
     "compile_program",
+    "delta_from_wire",
+    "delta_to_wire",
     "diff_programs",
+    "program_from_wire",
+    "program_to_wire",
 ]

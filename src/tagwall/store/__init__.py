@@ -10,6 +10,7 @@ and ``tagwall.model`` (for ``Json``).
 """
 
 from ._base import (
+    AgentStatus,
     Body,
     Change,
     Check,
@@ -31,6 +32,7 @@ from ._sqlite import SqliteStore
 
 __all__ = [
     "ALL",
+    "AgentStatus",
     "Body",
     "Change",
     "Check",

@@ -24,6 +24,7 @@ from ..model import Json
 from ._keys import ALL, ObjectKey, _All, canonical_json, key_of
 
 __all__ = [
+    "AgentStatus",
     "Body",
     "Change",
     "Check",
@@ -167,6 +168,25 @@ def diff_changes(
     return sorted(out, key=lambda entry: entry.key)
 
 
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """What the controller holding an agent's connection last said about it.
+
+    Kept beside the manifests but outside revisions: reporting it never moves the global
+    revision nor feeds the change feed.  ``updated`` (UTC) is refreshed while the agent stays
+    connected, so a reader can tell a row whose controller stopped reporting.
+    """
+
+    host: str
+    controller: str  # the controller's identity, e.g. its URL
+    connected: bool
+    state: str  # in-sync | pending | rejected | disconnected
+    desired_revision: int | None
+    realized_revision: int | None
+    error: str | None
+    updated: datetime
+
+
 class Store(Protocol):
     """Manifests by key, a global revision, a change feed and drafts.  Thread-safe.
 
@@ -237,6 +257,16 @@ class Store(Protocol):
         self, name: str, *, expect_revision: int | None = None, check: Check | None = None
     ) -> CommitResult:
         """``commit`` of the staged changes; the draft is removed in the same transaction."""
+        ...
+
+    def put_agent_status(self, status: AgentStatus, *, if_controller: str | None = None) -> bool:
+        """Record ``status`` for its host.  With ``if_controller``, only when the stored row
+        belongs to that controller (or there is none): a controller that lost an agent must
+        not overwrite the row of the controller the agent moved to.  True if written."""
+        ...
+
+    def agent_statuses(self) -> builtins.list[AgentStatus]:
+        """Every recorded agent status, sorted by host."""
         ...
 
     def statistics(self) -> StoreStatistics: ...

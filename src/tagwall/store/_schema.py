@@ -7,6 +7,8 @@ Encodings:
   ``ObjectKey("Namespace", None, "shop")`` is ``('Namespace', '', 'shop')``; ORDER BY on the
   three columns is the ``ObjectKey`` order.
 - A body is its JSON text as written (key order kept); "unchanged" compares canonical texts.
+- ``agents`` rows: the last status of each agent (not revisioned; added in place, schema 1
+  files gain the table when opened).
 - ``meta`` rows: ``schema_version``, ``revision`` (the global revision) and ``compacted``
   (events of revisions <= compacted are gone), all integers.
 """
@@ -74,6 +76,16 @@ CREATE TABLE IF NOT EXISTS draft_changes (
     op      TEXT NOT NULL CHECK (op IN ('put', 'delete')),
     body    TEXT,
     PRIMARY KEY (draft, kind, project, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agents (
+    host       TEXT PRIMARY KEY,
+    controller TEXT NOT NULL,
+    connected  INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    desired    INTEGER,
+    realized   INTEGER,
+    error      TEXT,
+    updated_s  REAL NOT NULL
 ) WITHOUT ROWID;
 """
 

@@ -25,12 +25,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from ..errors import StoreError
 from . import _drafts, _objects
 from ._base import (
+    AgentStatus,
     Body,
     Change,
     Check,
@@ -215,6 +217,46 @@ class SqliteStore:
         if bumped:
             self._notifier.notify()
         return result
+
+    # --- agent status -------------------------------------------------------------------------
+
+    def put_agent_status(self, status: AgentStatus, *, if_controller: str | None = None) -> bool:
+        row = (
+            status.host,
+            status.controller,
+            int(status.connected),
+            status.state,
+            status.desired_revision,
+            status.realized_revision,
+            status.error,
+            status.updated.timestamp(),
+        )
+        with self._write() as conn:
+            if if_controller is not None:
+                held = conn.execute(
+                    "SELECT controller FROM agents WHERE host = ?", (status.host,)
+                ).fetchone()
+                if held is not None and held[0] != if_controller:
+                    return False
+            conn.execute("INSERT OR REPLACE INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return True
+
+    def agent_statuses(self) -> builtins.list[AgentStatus]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM agents ORDER BY host").fetchall()
+        return [
+            AgentStatus(
+                host,
+                controller,
+                bool(connected),
+                state,
+                desired,
+                realized,
+                error,
+                datetime.fromtimestamp(updated_s, UTC),
+            )
+            for host, controller, connected, state, desired, realized, error, updated_s in rows
+        ]
 
     # --- lifecycle ----------------------------------------------------------------------------
 

@@ -1,0 +1,12 @@
+"""The host agent: enforces its host's program with a data path (nftables or the simulator),
+follows a controller's push stream with failover between controllers, persists the last
+program and keeps enforcing it when every controller is gone (fail-static).
+
+``Agent`` (``_agent.py``) is the connection loop and message handling; ``ProgramState``
+(``_state.py``) the on-disk program.  The CLI (``tagwall agent``) builds one from options.
+"""
+
+from ._agent import Agent
+from ._state import ProgramState
+
+__all__ = ["Agent", "ProgramState"]
