@@ -47,6 +47,10 @@ class Controllers:
         url = f"http://127.0.0.1:{port}"
         self.processes[url] = process
         wait_until_serving(url, process)
+        deadline = time.monotonic() + 20
+        while files and httpx.get(f"{url}/api/v1/revision").json()["revision"] < 1:
+            assert time.monotonic() < deadline, "the manifests were not applied at start"
+            time.sleep(0.05)
         return url
 
     def kill(self, url: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
-from tagwall.model import Config, Document, load
+from tagwall.model import Config, Document, WorkloadMemo, load
 from tagwall.store import Put, SqliteStore
 
 from .support import SHOP, apply, paths_of, problem, workload
@@ -91,9 +91,9 @@ def test_reads_use_the_config_validated_by_the_write(
         time.sleep(0.01)
     loads: list[int] = []
 
-    def counting_load(documents: list[Document]) -> Config:
+    def counting_load(documents: list[Document], memo: WorkloadMemo | None = None) -> Config:
         loads.append(len(documents))
-        return load(documents)
+        return load(documents, memo)
 
     monkeypatch.setattr("tagwall.api._live.load", counting_load)
     apply(client, SHOP)

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..errors import TagwallError
-from ..model import Config, Document, load
+from ..model import Config, Document, WorkloadMemo, load
 from ..store import (
     ALL,
     Change,
@@ -71,6 +71,7 @@ class LiveConfig:
         self._lock = threading.Lock()
         self._cached: tuple[int, Config] | None = None  # guarded by _lock
         self._writing = threading.Lock()  # held by a write from its commit to its caching
+        self._memo = WorkloadMemo()  # used by write checks only, one at a time (_writing)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -126,7 +127,7 @@ class LiveConfig:
         built: list[Config] = []
 
         def check(bodies: list[Body]) -> None:
-            built.append(load(_documents(bodies, origins)))
+            built.append(load(_documents(bodies, origins), self._memo))
             if dry_run:
                 raise _DryRun("dry run")
 
@@ -148,7 +149,7 @@ class LiveConfig:
         built: list[Config] = []
 
         def check(bodies: list[Body]) -> None:
-            built.append(load(_documents(bodies, origins)))
+            built.append(load(_documents(bodies, origins), self._memo))
 
         with self._writing:
             result = self.store.commit_draft(name, expect_revision=expect_revision, check=check)

@@ -16,11 +16,10 @@ under ``_lock``, and its CPU work runs in a worker thread so pings and acks keep
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..compiler import (
     Compiler,
     Program,
     ProgramDelta,
+    apply_delta,
     delta_to_wire,
     diff_programs,
     program_to_wire,
@@ -87,33 +87,56 @@ class AgentView:
         }
 
 
-@dataclass
 class _Versions:
-    """A host's recent program versions, oldest first; ``revisions`` parallel to ``programs``."""
+    """A host's recent program versions: the oldest kept as a program, the later ones as the
+    deltas the compiler produced (materialised only when an agent needs one, so a change to
+    every host costs no program copies)."""
 
-    revisions: list[int] = field(default_factory=list)
-    programs: list[Program] = field(default_factory=list)
-    digests: dict[int, str] = field(default_factory=dict)
+    def __init__(self, revision: int, program: Program) -> None:
+        self._base: tuple[int, Program] = (revision, program)
+        self._steps: list[tuple[int, ProgramDelta]] = []
+        self._cache: dict[int, Program] = {revision: program}
+        self._digests: dict[int, str] = {}
 
-    def add(self, revision: int, program: Program, keep: int) -> None:
-        self.revisions.append(revision)
-        self.programs.append(program)
-        if len(self.revisions) > keep:
-            dropped = self.revisions.pop(0)
-            self.programs.pop(0)
-            self.digests.pop(dropped, None)
+    @property
+    def latest(self) -> int:
+        return self._steps[-1][0] if self._steps else self._base[0]
 
-    def at(self, revision: int) -> tuple[int, Program] | None:
-        """The version in force at ``revision``, if this history reaches back that far."""
-        i = bisect.bisect_right(self.revisions, revision) - 1
-        if i < 0:
+    def add(self, revision: int, delta: ProgramDelta, keep: int) -> None:
+        self._steps.append((revision, delta))
+        if len(self._steps) > keep:  # fold the oldest step into the base
+            base = self.program(self._steps[0][0])
+            self._base = (self._steps.pop(0)[0], base)
+            self._cache = {self._base[0]: base}
+            self._digests = {r: d for r, d in self._digests.items() if r >= self._base[0]}
+
+    def at(self, revision: int) -> int | None:
+        """The revision of the version in force at ``revision``, if kept."""
+        if revision < self._base[0]:
             return None
-        return self.revisions[i], self.programs[i]
+        found = self._base[0]
+        for step_revision, _ in self._steps:
+            if step_revision > revision:
+                break
+            found = step_revision
+        return found
 
-    def digest_of(self, revision: int, program: Program) -> str:
-        if revision not in self.digests:
-            self.digests[revision] = digest(program)
-        return self.digests[revision]
+    def program(self, revision: int) -> Program:
+        """The program of version ``revision`` (one of the kept ones)."""
+        if revision in self._cache:
+            return self._cache[revision]
+        known = max(r for r in self._cache if r <= revision)
+        program = self._cache[known]
+        for step_revision, delta in self._steps:
+            if known < step_revision <= revision:
+                program = apply_delta(program, delta)
+        self._cache[revision] = program
+        return program
+
+    def digest(self, revision: int) -> str:
+        if revision not in self._digests:
+            self._digests[revision] = digest(self.program(revision))
+        return self._digests[revision]
 
 
 class ProgramHub:
@@ -141,7 +164,7 @@ class ProgramHub:
         self.revision = 0
         self._versions: dict[str, _Versions] = {}
         self._sessions: dict[str, Session] = {}
-        self._status: asyncio.Queue[tuple[AgentStatus, str | None]] = asyncio.Queue()
+        self._status: asyncio.Queue[tuple[AgentStatus, bool]] = asyncio.Queue()
 
     @property
     def ready(self) -> bool:
@@ -180,7 +203,7 @@ class ProgramHub:
             self._compiler, programs = await asyncio.to_thread(build)
             self.revision = revision
             for host, program in programs.items():
-                self._versions.setdefault(host, _Versions()).add(revision, program, self._keep)
+                self._versions[host] = _Versions(revision, program)
         self._ready.set()
 
     async def _next_revision(self) -> None:
@@ -196,22 +219,25 @@ class ProgramHub:
             compiler = self._compiler
             assert compiler is not None  # set by _start
 
-            def step() -> tuple[dict[str, ProgramDelta], dict[str, Program]]:
-                deltas = compiler.update(config)
-                return deltas, {h: compiler.program(h) for h in deltas}
-
-            deltas, programs = await asyncio.to_thread(step)
-            self.revision = revision
+            deltas = await asyncio.to_thread(compiler.update, config)
+            previous, self.revision = self.revision, revision
             sends = []
             for host, delta in deltas.items():
-                versions = self._versions.setdefault(host, _Versions())
-                previous = versions.revisions[-1] if versions.revisions else None
-                versions.add(revision, programs[host], self._keep)
                 session = self._sessions.get(host)
+                versions = self._versions.get(host)
+                if versions is None:  # a new host: its program so far was the empty one
+                    versions = self._versions[host] = _Versions(previous, Program(host))
+                # The compiler's delta fits an agent that has the latest version.
+                in_step = (
+                    session is not None
+                    and session.sent is not None
+                    and versions.at(session.sent) == versions.latest
+                )
+                versions.add(revision, delta, self._keep)
                 if session is None:
                     continue
-                if session.resync or session.sent is None or previous is None:
-                    message = self._snapshot(session, programs[host])
+                if session.resync or not in_step:
+                    message = self._snapshot(session, versions.program(revision))
                 else:
                     message = self._delta(session, delta)
                 sends.append(self._send(session, message))
@@ -234,9 +260,9 @@ class ProgramHub:
             versions = self._versions.get(host)
             if revision is not None and agent_digest is not None and versions is not None:
                 found = versions.at(revision)
-                if found is not None and versions.digest_of(*found) == agent_digest:
+                if found is not None and versions.digest(found) == agent_digest:
                     session.sent = revision
-                    delta = await asyncio.to_thread(diff_programs, found[1], current)
+                    delta = await asyncio.to_thread(diff_programs, versions.program(found), current)
                     message = self._delta(session, delta)
             if message is None:
                 message = self._snapshot(session, current)
@@ -275,17 +301,17 @@ class ProgramHub:
                         session.error,
                         datetime.now(UTC),
                     ),
-                    self.controller_id,
+                    True,
                 )
             )
 
     def _current(self, host: str) -> Program:
         versions = self._versions.get(host)
-        return versions.programs[-1] if versions and versions.programs else Program(host)
+        return versions.program(versions.latest) if versions else Program(host)
 
     def _desired(self, host: str) -> int | None:
         versions = self._versions.get(host)
-        return versions.revisions[-1] if versions and versions.revisions else None
+        return versions.latest if versions else None
 
     def _snapshot(self, session: Session, program: Program) -> str:
         session.sent, session.resync = self.revision, False
@@ -330,16 +356,19 @@ class ProgramHub:
             session.error,
             datetime.now(UTC),
         )
-        self._status.put_nowait((status, None))
+        self._status.put_nowait((status, False))
 
     async def _write_statuses(self) -> None:
-        """One writer, in order: a disconnect never overtakes the ack before it."""
+        """One writer, in order, so a disconnect never overtakes the ack before it; whatever
+        queued up meanwhile goes in one transaction (acks of many agents arrive together)."""
         while True:
-            status, only_if = await self._status.get()
+            batch = [await self._status.get()]
+            while not self._status.empty():
+                batch.append(self._status.get_nowait())
             try:
-                await asyncio.to_thread(self.store.put_agent_status, status, if_controller=only_if)
+                await asyncio.to_thread(self.store.put_agent_statuses, batch)
             except TagwallError as exc:
-                log.warning("agent status of %s not recorded: %s", status.host, exc)
+                log.warning("status of %d agent(s) not recorded: %s", len(batch), exc)
 
     async def _heartbeat(self) -> None:
         while True:

@@ -71,12 +71,13 @@ from ._tags import (
     Tags,
     parse_selector,
 )
-from ._validate import NATIVE_KINDS, validate
+from ._validate import NATIVE_KINDS, WorkloadMemo, validate
 
 
-def load(documents: list[Document]) -> Config:
-    """Translate Kubernetes documents, then validate everything as one configuration."""
-    return validate(translate(documents))
+def load(documents: list[Document], memo: WorkloadMemo | None = None) -> Config:
+    """Translate Kubernetes documents, then validate everything as one configuration
+    (``memo``: reuse workloads an earlier ``load`` built; see ``WorkloadMemo``)."""
+    return validate(translate(documents), memo)
 
 
 __all__ = [
@@ -134,6 +135,7 @@ __all__ = [
     "Workload",
     "WorkloadEndpoint",
     "WorkloadKind",
+    "WorkloadMemo",
     "load",
     "parse_documents",
     "parse_flow_service",

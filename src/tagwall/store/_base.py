@@ -259,10 +259,11 @@ class Store(Protocol):
         """``commit`` of the staged changes; the draft is removed in the same transaction."""
         ...
 
-    def put_agent_status(self, status: AgentStatus, *, if_controller: str | None = None) -> bool:
-        """Record ``status`` for its host.  With ``if_controller``, only when the stored row
-        belongs to that controller (or there is none): a controller that lost an agent must
-        not overwrite the row of the controller the agent moved to.  True if written."""
+    def put_agent_statuses(self, statuses: Sequence[tuple[AgentStatus, bool]]) -> None:
+        """Record each status for its host, in one transaction.  A status paired with True is
+        written only if the stored row belongs to the same controller (or there is none): a
+        controller that lost an agent must not overwrite the row of the controller the agent
+        moved to."""
         ...
 
     def agent_statuses(self) -> builtins.list[AgentStatus]:

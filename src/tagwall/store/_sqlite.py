@@ -220,26 +220,28 @@ class SqliteStore:
 
     # --- agent status -------------------------------------------------------------------------
 
-    def put_agent_status(self, status: AgentStatus, *, if_controller: str | None = None) -> bool:
-        row = (
-            status.host,
-            status.controller,
-            int(status.connected),
-            status.state,
-            status.desired_revision,
-            status.realized_revision,
-            status.error,
-            status.updated.timestamp(),
-        )
+    def put_agent_statuses(self, statuses: Sequence[tuple[AgentStatus, bool]]) -> None:
         with self._write() as conn:
-            if if_controller is not None:
-                held = conn.execute(
-                    "SELECT controller FROM agents WHERE host = ?", (status.host,)
-                ).fetchone()
-                if held is not None and held[0] != if_controller:
-                    return False
-            conn.execute("INSERT OR REPLACE INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-        return True
+            for status, only_if_held in statuses:
+                if only_if_held:
+                    held = conn.execute(
+                        "SELECT controller FROM agents WHERE host = ?", (status.host,)
+                    ).fetchone()
+                    if held is not None and held[0] != status.controller:
+                        continue
+                conn.execute(
+                    "INSERT OR REPLACE INTO agents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        status.host,
+                        status.controller,
+                        int(status.connected),
+                        status.state,
+                        status.desired_revision,
+                        status.realized_revision,
+                        status.error,
+                        status.updated.timestamp(),
+                    ),
+                )
 
     def agent_statuses(self) -> builtins.list[AgentStatus]:
         with self._read() as conn:
