@@ -32,17 +32,15 @@ def _stamp_is_current() -> bool:
     return stamp.read_text().split()[:1] == [digest]
 
 
-def test_demo_walk_through() -> None:
-    current = _stamp_is_current()
-    port = free_port()
+def _demo(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TAGWALL_SERVER"}
-    result = subprocess.run(
-        [str(REPO / "scripts/demo"), "--listen", f"127.0.0.1:{port}", "--no-wait"],
+    return subprocess.run(
+        [str(REPO / "scripts/demo"), "--no-wait", *args],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=600, check=False,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert f"http://127.0.0.1:{port}" in out
+
+
+def _assert_traces(out: str) -> None:
     assert "ALLOWED  shop-web-prod (10.1.1.11) → shop-app-prod (10.1.1.21)  tcp/8080" in out
     assert "rule web-to-app of policy three-tier" in out
     assert "DENIED  shop-web-prod (10.1.1.11) → shop-db-prod (10.1.1.31)  tcp/5432" in out
@@ -50,15 +48,48 @@ def test_demo_walk_through() -> None:
     assert "DENIED  shop-web-dev (10.1.2.11) → shop-web-prod (10.1.1.11)  tcp/443" in out
     assert "admin tier: rule deny-dev-to-prod of policy guardrails" in out
     assert "would-deny" in out
+
+
+def test_demo_on_the_simulator() -> None:
+    current = _stamp_is_current()
+    port = free_port()
+    result = _demo("--sim", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert f"http://127.0.0.1:{port}" in out
+    assert "no packet is filtered" in out
+    hosts = re.findall(r"^ (host-\d) +│ (\S+) ", out, flags=re.M)
+    assert [h for h, _ in hosts] == [f"host-{i}" for i in range(1, 7)]
+    assert {state for _, state in hosts} == {"in-sync"}
+    _assert_traces(out)
     assert "Traceback" not in result.stderr
     if current:
         assert "installing tagwall" not in result.stderr, "pip ran although .venv is current"
-    # --no-wait stopped the controller: the port is free again.
+    # --no-wait stopped the controller and its agents: the port is free again.
     import socket
 
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
+
+
+@pytest.mark.privileged
+@pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
+def test_demo_in_the_lab() -> None:
+    """The main job: lab up, real packets equal reach, a live edit flips real verdicts."""
+    result = _demo()
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    _assert_traces(out)
+    assert "The packets agree with 'tagwall reach' on every one of the pairs." in out
+    matrices = re.findall(r"^ *\d+ (shop-web-\w+) +(.*)$", out, flags=re.M)
+    # Rows of shop-web-dev and shop-web-prod in the two probes; column 12 is shop-app-prod.
+    before, after = dict(matrices[:2]), dict(matrices[2:4])
+    assert before["shop-web-prod"].split()[11] == "✔" and after["shop-web-prod"].split()[11] == "·"
+    assert before["shop-web-dev"].split()[11] == "·" and after["shop-web-dev"].split()[11] == "✔"
+    assert "Traceback" not in result.stderr
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    assert "twlabdemo" not in left.stdout  # --no-wait took the lab down
 
 
 def _tour_commands() -> list[list[str]]:

@@ -8,8 +8,8 @@ the server side (store, api, uvicorn), and only when it runs.
 
 Modules: ``_common`` (formats, errors, manifests, client) · ``_offline`` (trace, reach,
 convert, compile) · ``_controller`` · ``_agent`` · ``_server`` (apply, get, describe,
-delete) · ``_drafts`` ·
-``_describe`` (describe's tables).
+delete) · ``_drafts`` · ``_describe`` (describe's tables) · ``_lab`` (the network-namespace
+lab).
 
 Exit status: 0 success, 1 a reported failure (invalid input, unknown object, unreachable
 server; see ``_common``), 2 a usage error.
@@ -24,7 +24,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import TagwallError
-from . import _agent, _controller, _drafts, _offline, _server
+from . import _agent, _controller, _drafts, _lab, _offline, _server
 from ._common import CliError, report
 
 __all__ = ["app", "main"]
@@ -66,6 +66,7 @@ _COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
 for _panel, _command in _COMMANDS:
     app.command(name=_command.__name__.rstrip("_"), rich_help_panel=_panel)(_command)
 app.add_typer(_drafts.app, name="draft", rich_help_panel="Configuration")
+app.add_typer(_lab.app, name="lab", rich_help_panel="Lab (root: network namespaces)")
 
 
 def main() -> None:
