@@ -20,6 +20,9 @@ PACKAGES = [
     "tagwall.datapath",
     "tagwall.store",
     "tagwall.api",
+    "tagwall.control",
+    "tagwall.agent",
+    "tagwall.lab",
 ]
 PURE = ["tagwall.model", "tagwall.evaluator", "tagwall.compiler"]
 # STYLE.md: the pure packages import none of these, not even indirectly.
@@ -34,7 +37,15 @@ IMPURE_MODULES = [
     "uvicorn",
     "httpx",
 ]
-EDGES = ["tagwall.store", "tagwall.api", "tagwall.cli", "tagwall.datapath"]
+EDGES = [
+    "tagwall.store",
+    "tagwall.api",
+    "tagwall.cli",
+    "tagwall.datapath",
+    "tagwall.control",
+    "tagwall.agent",
+    "tagwall.lab",
+]
 
 
 def _package(name: str) -> types.ModuleType:
@@ -100,6 +111,22 @@ def test_pure_packages_import_no_io_or_edges() -> None:
         "import sys\n"
         f"import {', '.join(PURE)}\n"
         f"print(' '.join(sorted(m for m in {IMPURE_MODULES + EDGES!r} if m in sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == []
+
+
+def test_the_agent_never_loads_the_server_side() -> None:
+    """An agent runs on every host: importing it must not pull in the web framework, the store
+    or the lab (a controller's weight has no business on a host)."""
+    code = (
+        "import sys\n"
+        "import tagwall.agent\n"
+        "heavy = ['fastapi', 'starlette', 'uvicorn', 'sqlite3', 'tagwall.store', 'tagwall.api',"
+        " 'tagwall.lab', 'tagwall.evaluator', 'pyroute2']\n"
+        "print(' '.join(m for m in heavy if m in sys.modules))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, WebSocket, WebSocketDisconnect
 
-from ..control import ProgramHub
+from ..control.hub import ProgramHub
 from ..errors import NotFoundError
 
 __all__ = ["agents_router"]

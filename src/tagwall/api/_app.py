@@ -27,7 +27,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..control import ProgramHub
+from ..control.hub import ProgramHub
 from ..errors import Problem, TagwallError, ValidationError
 from ..store import Store
 from ._agents import agents_router

@@ -1,4 +1,4 @@
-"""The controller's side of the control protocol: one long-lived compiler that follows the
+"""The controller's half of the control protocol: one long-lived compiler that follows the
 store, and a versioned push stream per connected agent.
 
 ``ProgramHub.run`` follows the store's change feed: for every new revision it moves the
