@@ -79,32 +79,45 @@ class _Host:
     isolated_shadow: dict[TrafficDirection, frozenset[IPAddress]] = field(default_factory=dict)
     refs: Counter[str] = field(default_factory=Counter)
     interfaces: tuple[LocalInterface, ...] = ()
+    # Per tag map in ``refs``: how many local addresses carry each value tuple.  The host's
+    # copy of the map holds only addresses with one of these tuples (see ``_map_view``).
+    tuples: dict[str, Counter[tuple[str, ...]]] = field(default_factory=dict)
 
 
 PortChange = tuple[frozenset[PortElement], frozenset[PortElement]]  # (added, removed)
-MapChange = tuple[dict[IPAddress, tuple[str, ...]], frozenset[IPAddress]]  # (set, removed)
+Values = tuple[str, ...]  # one address's values of a tag map's types
+MapMove = tuple[Values | None, Values | None]  # an address's tuple (before, after) an update
 
 
 @dataclass
 class _Changes:
-    """Element changes of global sets, port sets and tag maps in one update; each host that
-    holds a name receives the same change object."""
+    """Element changes of global sets, port sets and tag maps in one update.  Each host that
+    holds a set or port set receives the same change object; a tag map's changes are cut to
+    the value tuples each host holds."""
 
     sets: dict[str, SetDelta] = field(default_factory=dict)
     ports: dict[str, PortChange] = field(default_factory=dict)
-    maps: dict[str, MapChange] = field(default_factory=dict)
+    maps: dict[str, dict[IPAddress, MapMove]] = field(default_factory=dict)
 
     def names(self) -> set[str]:
         return set(self.sets) | set(self.ports) | set(self.maps)
 
-    def delta(self, host: str, names: Iterable[str]) -> ProgramDelta:
-        """A delta carrying the changes of ``names``."""
+    def delta(
+        self, host: str, names: Iterable[str], tuples: Mapping[str, Counter[Values]]
+    ) -> ProgramDelta:
+        """A delta carrying the changes of ``names`` to a host whose maps hold ``tuples``."""
         wanted = set(names)
+        maps = {}
+        for name, moves in self.maps.items():
+            if name in wanted:
+                change = _map_change(moves, tuples.get(name, Counter()))
+                if change[0] or change[1]:
+                    maps[name] = change
         return ProgramDelta(
             host,
             set_deltas=tuple(d for n, d in self.sets.items() if n in wanted),
             port_set_deltas={n: c for n, c in self.ports.items() if n in wanted},
-            tag_map_deltas={n: c for n, c in self.maps.items() if n in wanted},
+            tag_map_deltas=maps,
         )
 
 
@@ -141,7 +154,12 @@ class Compiler:
         self._regions = LabelRegions(config)
         self._sets: dict[str, _GlobalSet] = {}
         self._port_sets: dict[str, tuple[Service, set[PortElement]]] = {}
-        self._tag_maps: dict[str, tuple[tuple[str, ...], dict[IPAddress, tuple[str, ...]]]] = {}
+        self._tag_maps: dict[str, tuple[tuple[str, ...], dict[IPAddress, Values]]] = {}
+        self._tuple_ips: dict[str, defaultdict[Values, set[IPAddress]]] = {}
+        # Per tag map and value tuple: the hosts whose local addresses carry the tuple.
+        self._tuple_hosts: defaultdict[str, defaultdict[Values, set[str]]] = defaultdict(
+            lambda: defaultdict(set)
+        )
         self._rules: dict[Ref, tuple[CompiledRule, ...]] = {}
         self._blocks: dict[Ref, Block] = {}
         self._block_names: dict[Ref, frozenset[str]] = {}  # Invariant: names of _blocks[ref]
@@ -185,10 +203,14 @@ class Compiler:
     def _ensure_tag_map(self, types: tuple[str, ...]) -> str:
         name = "match:" + ",".join(types)
         if name not in self._tag_maps:
-            values: dict[IPAddress, tuple[str, ...]] = {}
+            values: dict[IPAddress, Values] = {}
             for w in self.config.workloads.values():
                 values.update(_tag_values(self.config, types, w))
             self._tag_maps[name] = (types, values)
+            by_tuple: defaultdict[Values, set[IPAddress]] = defaultdict(set)
+            for ip, t in values.items():
+                by_tuple[t].add(ip)
+            self._tuple_ips[name] = by_tuple
         return name
 
     def _compile_policy(self, policy: FirewallPolicy) -> tuple[CompiledRule, ...]:
@@ -280,6 +302,9 @@ class Compiler:
             state.isolated_shadow[direction] = frozenset(shadow)
         for ref in {b.policy_set for blocks in state.chains.values() for b in blocks}:
             state.refs.update(self._block_names[ref])
+        for name in state.refs:
+            if name in self._tag_maps:
+                state.tuples[name] = self._local_tuples(state, name)
         state.interfaces = tuple(
             LocalInterface(w.name, itf.name, itf.ips)
             for w in sorted((cfg.workloads[n] for n in state.local), key=lambda w: w.name)
@@ -292,6 +317,42 @@ class Compiler:
             (self._aps_hosts[ref].add if add else self._aps_hosts[ref].discard)(host)
         for name in state.refs:
             (self._set_hosts[name].add if add else self._set_hosts[name].discard)(host)
+        for name, tuples in state.tuples.items():
+            self._index_tuples(host, name, tuples, add=add)
+
+    def _index_tuples(self, host: str, name: str, tuples: Iterable[Values], *, add: bool) -> None:
+        by_tuple = self._tuple_hosts[name]
+        for t in tuples:
+            (by_tuple[t].add if add else by_tuple[t].discard)(host)
+
+    # -- tag maps per host ----------------------------------------------------------------------
+    # A host's copy of a tag map holds only the addresses whose value tuple some local address
+    # also carries.  That loses nothing: matchTags compares the local end (the source at
+    # egress, the destination at ingress) with the other, so an address whose tuple no local
+    # address has could only ever compare unequal — exactly what a missing entry does.  It
+    # keeps per-host maps near the size of the local applications instead of the estate, and a
+    # tag change reaches only the hosts that share the tuples involved.
+
+    def _local_tuples(self, state: _Host, name: str) -> Counter[Values]:
+        values = self._tag_maps[name][1]
+        return Counter(
+            values[ip] for n in state.local for ip in self.config.workloads[n].ips if ip in values
+        )
+
+    def _map_view(self, name: str, tuples: Iterable[Values]) -> dict[IPAddress, Values]:
+        by_tuple = self._tuple_ips[name]
+        return {ip: t for t in tuples for ip in by_tuple.get(t, ())}
+
+    def _map_view_before(
+        self, name: str, tuples: Counter[Values], moves: Mapping[IPAddress, MapMove]
+    ) -> dict[IPAddress, Values]:
+        """``_map_view`` as it was before this update's ``moves`` (the global map already
+        holds their new tuples)."""
+        view = {ip: t for ip, t in self._map_view(name, tuples).items() if ip not in moves}
+        for ip, (before, _after) in moves.items():
+            if before is not None and before in tuples:
+                view[ip] = before
+        return view
 
     # -- snapshots ------------------------------------------------------------------------------
 
@@ -311,7 +372,7 @@ class Compiler:
             elif name in self._port_sets:
                 ports[name] = frozenset(self._port_sets[name][1])
             else:
-                maps[name] = dict(self._tag_maps[name][1])
+                maps[name] = self._map_view(name, state.tuples[name])
         for ref, ips in state.applied.items():
             sets[f"aps:{ref}"] = AddressSet(ips)
         isolated: dict[TrafficDirection, str] = {}
@@ -468,15 +529,19 @@ class Compiler:
             after_v = dict(_tag_values(new, types, nw)) if nw is not None else {}
             if before_v == after_v:
                 continue
-            for ip in before_v:
-                values.pop(ip, None)
-            values.update(after_v)
-            prev_set, prev_gone = changes.maps.get(map_name, ({}, frozenset()))
-            set_now = {ip: v for ip, v in prev_set.items() if ip not in before_v} | after_v
-            changes.maps[map_name] = (
-                set_now,
-                frozenset((prev_gone | before_v.keys()) - after_v.keys()),
-            )
+            by_tuple = self._tuple_ips[map_name]
+            for ip, t in before_v.items():
+                del values[ip]
+                by_tuple[t].discard(ip)
+                if not by_tuple[t]:
+                    del by_tuple[t]
+            for ip, t in after_v.items():
+                values[ip] = t
+                by_tuple[t].add(ip)
+            moves = changes.maps.setdefault(map_name, {})
+            for ip in before_v.keys() | after_v.keys():
+                first = moves[ip][0] if ip in moves else before_v.get(ip)
+                moves[ip] = (first, after_v.get(ip))
         for ref, picked in self._picks.items():
             aps = new.policy_sets[ref]
             picks = (
@@ -542,11 +607,18 @@ class Compiler:
                 out[host] = delta
         shared: defaultdict[str, set[str]] = defaultdict(set)
         for name in changes.names():
-            for host in self._set_hosts.get(name, ()):
+            holders: Iterable[str] = self._set_hosts.get(name, ())
+            if name in changes.maps:  # only hosts that hold a tuple involved
+                by_tuple = self._tuple_hosts[name]
+                involved = {t for move in changes.maps[name].values() for t in move if t}
+                holders = {h for t in involved for h in by_tuple.get(t, ())}
+            for host in holders:
                 if host not in hosts:
                     shared[host].add(name)
         for host, names in shared.items():
-            out[host] = changes.delta(host, names)
+            delta = changes.delta(host, names, self._hosts[host].tuples)
+            if not delta.is_empty():
+                out[host] = delta
         return out
 
     def _known_hosts(self) -> set[str]:
@@ -574,23 +646,32 @@ class Compiler:
         added, removed = set(state.refs) - before, before - set(state.refs)
         for name in added:
             self._set_hosts[name].add(host)
+            if name in self._tag_maps:
+                state.tuples[name] = self._local_tuples(state, name)
+                self._index_tuples(host, name, state.tuples[name], add=True)
         for name in removed:
             self._set_hosts[name].discard(host)
-        new_sets, new_ports, new_maps = self._contents(added, fresh)
+            if name in state.tuples:
+                self._index_tuples(host, name, state.tuples.pop(name), add=False)
+        new_sets, new_ports, new_maps = self._contents(added, fresh, state)
         return ProgramDelta(
-            host, new_sets=new_sets, new_port_sets=new_ports, new_tag_maps=new_maps,
-            chains=chains, **_dropped(removed),  # type: ignore[arg-type]  # ProgramDelta fields
+            host,
+            new_sets=new_sets,
+            new_port_sets=new_ports,
+            new_tag_maps=new_maps,
+            chains=chains,
+            **_dropped(removed),  # type: ignore[arg-type]  # ProgramDelta fields
         )
 
     def _contents(
-        self, names: Iterable[str], fresh: dict[str, AddressSet]
+        self, names: Iterable[str], fresh: dict[str, AddressSet], state: _Host
     ) -> tuple[
         dict[str, AddressSet],
         dict[str, frozenset[PortElement]],
         dict[str, Mapping[IPAddress, tuple[str, ...]]],
     ]:
-        """Full contents of newly referenced names; address sets are frozen once per update
-        (``fresh``) and shared by every host that receives them."""
+        """Full contents of names newly referenced by the host of ``state``; address sets are
+        frozen once per update (``fresh``) and shared by every host that receives them."""
         sets: dict[str, AddressSet] = {}
         ports: dict[str, frozenset[PortElement]] = {}
         maps: dict[str, Mapping[IPAddress, tuple[str, ...]]] = {}
@@ -603,7 +684,7 @@ class Compiler:
             elif name in self._port_sets:
                 ports[name] = frozenset(self._port_sets[name][1])
             else:
-                maps[name] = dict(self._tag_maps[name][1])
+                maps[name] = self._map_view(name, state.tuples[name])
         return sets, ports, maps
 
     def _host_delta(
@@ -635,11 +716,19 @@ class Compiler:
                     )
         added = set(after.refs) - set(before.refs)
         removed = set(before.refs) - set(after.refs)
-        added_sets, new_ports, new_maps = self._contents(added, fresh)
+        added_sets, new_ports, new_maps = self._contents(added, fresh, after)
         new_sets.update(added_sets)
         kept = set(after.refs) - added
-        carried = changes.delta(host, kept)
+        carried = changes.delta(host, kept - self._tag_maps.keys(), after.tuples)
         set_deltas.extend(carried.set_deltas)
+        map_deltas = {}
+        for name in kept & self._tag_maps.keys():
+            old_view = self._map_view_before(name, before.tuples[name], changes.maps.get(name, {}))
+            new_view = self._map_view(name, after.tuples[name])
+            changed = {ip: t for ip, t in new_view.items() if old_view.get(ip) != t}
+            gone = frozenset(old_view.keys() - new_view.keys())
+            if changed or gone:
+                map_deltas[name] = (changed, gone)
         chains = {
             key: after.chains.get(key, ())
             for key in set(before.chains) | set(after.chains)
@@ -655,11 +744,27 @@ class Compiler:
             chains=chains,
             interfaces=interfaces,
             port_set_deltas=carried.port_set_deltas,
-            tag_map_deltas=carried.tag_map_deltas,
+            tag_map_deltas=map_deltas,
             **_dropped(  # type: ignore[arg-type]  # the three dropped_* fields
                 removed | {f"aps:{r}" for r in set(before.applied) - set(after.applied)}
             ),
         )
+
+
+def _map_change(
+    moves: Mapping[IPAddress, MapMove], tuples: Counter[Values]
+) -> tuple[dict[IPAddress, Values], frozenset[IPAddress]]:
+    """What ``moves`` change in the copy of a map that holds ``tuples``: (set, removed)."""
+    changed: dict[IPAddress, Values] = {}
+    gone: set[IPAddress] = set()
+    for ip, (before, after) in moves.items():
+        held_before = before is not None and before in tuples
+        held_after = after is not None and after in tuples
+        if held_after and after is not None and (not held_before or before != after):
+            changed[ip] = after
+        elif held_before and not held_after:
+            gone.add(ip)
+    return changed, frozenset(gone)
 
 
 def _dropped(names: set[str]) -> dict[str, frozenset[str]]:
