@@ -1,0 +1,195 @@
+"""The nftables data path: one host's ``Program`` enforced by table ``inet tagwall``.
+
+Owns the table and nothing else: every change is one libnftables transaction that names only
+this table (``_nft_render.py`` writes it, ``_nftlib.py`` runs it), so a refused change
+leaves the previous program in force and other tables are never touched.  What the table
+looks like and why is the ``_nft_render`` docstring.
+
+State: ``_program`` and ``_layout`` describe what the kernel holds; both change only after
+nft accepted the transaction, under ``_lock`` (the agent calls from worker threads).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from typing import Any
+
+from ..compiler import Program, ProgramDelta, apply_delta
+from ..errors import DatapathError
+from ._nft_render import (
+    Layout,
+    chain_names,
+    counter_index,
+    layout_for,
+    render_cleanup,
+    render_closed,
+    render_load,
+    render_update,
+)
+from ._nftlib import NftContext
+
+__all__ = ["NftDatapath", "cleanup"]
+
+_TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_GLOB_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,15}\*?$")  # an interface name, or a prefix and *
+
+
+def _check_table(table: str) -> None:
+    if not _TABLE_RE.match(table):
+        raise ValueError(f"table name {table!r} is not a letter followed by [A-Za-z0-9_]")
+
+
+class NftDatapath:
+    """Enforces one host's program with nftables in network namespace ``netns`` (None: the
+    caller's).  Implements ``Datapath``; ``load`` and ``update`` raise ``DatapathError`` and
+    leave the previous program in force when nft refuses."""
+
+    def __init__(self, netns: str | None = None, *, table: str = "tagwall") -> None:
+        _check_table(table)
+        self.netns = netns
+        self.table = table
+        self._ctx = NftContext(netns)
+        self._lock = threading.Lock()
+        self._program: Program | None = None
+        self._layout: Layout | None = None
+        self._last_script = ""
+
+    # -- Datapath ---------------------------------------------------------------------------
+
+    def load(self, program: Program) -> None:
+        with self._lock:
+            what = f"the program of host {program.host!r}"
+            try:
+                layout = layout_for(program, self.table, self._layout)
+                script = render_load(program, layout)
+            except KeyError as exc:
+                raise _unknown_name(what, exc) from exc
+            self._apply(script, what)
+            self._program, self._layout = program, layout
+
+    def update(self, delta: ProgramDelta) -> None:
+        with self._lock:
+            old, layout = self._program, self._layout
+            if old is None or layout is None:
+                raise DatapathError(
+                    f"cannot apply a delta for host {delta.host!r}: no program is loaded"
+                )
+            what = f"a delta for host {delta.host!r}"
+            try:
+                new = apply_delta(old, delta)
+                script, after = render_update(old, new, layout, delta)
+            except KeyError as exc:
+                raise _unknown_name(what, exc) from exc
+            if script:
+                self._apply(script, what)
+            self._program, self._layout = new, after
+
+    def program(self) -> Program | None:
+        return self._program
+
+    # -- more -------------------------------------------------------------------------------
+
+    def load_closed(self, workload_interfaces: str) -> None:
+        """Before any program: drop every forwarded packet entering or leaving an interface
+        matching ``workload_interfaces`` (e.g. ``"tw-*"``).  ``program()`` stays None; a
+        later ``load`` replaces this atomically."""
+        if not _GLOB_RE.match(workload_interfaces):
+            raise ValueError(
+                f"interface pattern {workload_interfaces!r} is not an interface name "
+                "(at most 15 of [A-Za-z0-9_.:-]) optionally ending in *"
+            )
+        with self._lock:
+            self._apply(
+                render_closed(self.table, workload_interfaces),
+                f"closing interfaces {workload_interfaces!r}",
+            )
+            self._program, self._layout = None, None
+
+    def counters(self) -> list[dict[str, object]]:
+        """Packets and bytes per rule of the program in force, summed over the nft rules a
+        rule became: dicts with direction, tier, policy_set, policy, rule, action, packets,
+        bytes.  Also one entry per direction for the isolation drop (rule
+        ``application-default-deny``) and for the default posture (rule ``default-posture``,
+        tier None).  In chain order: egress tiers, ingress tiers, then the two eval chains."""
+        with self._lock:
+            program = self._program
+            if program is None:
+                return []
+            index = counter_index(program)
+            totals: dict[tuple[str, str], list[int]] = {}
+            for chain in chain_names():
+                listing = self._ctx.run(
+                    f"list chain inet {self.table} {chain}",
+                    operation=f"listing chain {chain}",
+                    json=True,
+                )
+                for rule in _rules(listing):
+                    key = (chain, rule.get("comment", ""))
+                    counter = next((e["counter"] for e in rule["expr"] if "counter" in e), None)
+                    if key in index and counter is not None:
+                        total = totals.setdefault(key, [0, 0])
+                        total[0] += counter["packets"]
+                        total[1] += counter["bytes"]
+        out: list[dict[str, object]] = []
+        for key, (packets, nbytes) in totals.items():
+            k = index[key]
+            out.append(
+                {
+                    "direction": k.direction.value,
+                    "tier": k.tier.value if k.tier else None,
+                    "policy_set": str(k.policy_set) if k.policy_set else None,
+                    "policy": str(k.policy) if k.policy else None,
+                    "rule": k.rule,
+                    "action": k.action.value,
+                    "packets": packets,
+                    "bytes": nbytes,
+                }
+            )
+        return out
+
+    def read_ruleset_text(self) -> str:
+        """The table as ``nft list table`` prints it (for debugging)."""
+        with self._lock:
+            return self._ctx.run(f"list table inet {self.table}", operation="listing the table")
+
+    @property
+    def last_script(self) -> str:
+        """The script of the last transaction nft accepted (for debugging and tests)."""
+        return self._last_script
+
+    def close(self) -> None:
+        """Free the nft context.  The table stays: enforcement outlives the process
+        (fail-static); ``cleanup`` removes it."""
+        with self._lock:
+            self._ctx.close()
+
+    def _apply(self, script: str, what: str) -> None:
+        """Caller holds ``_lock``."""
+        self._ctx.run(script, operation=what)
+        self._last_script = script
+
+
+def _unknown_name(what: str, exc: KeyError) -> DatapathError:
+    return DatapathError(
+        f"{what} names {exc.args[0]!r}, which the program does not hold (a set, port set or "
+        "tag map missing: Program's invariant broken)"
+    )
+
+
+def _rules(listing: str) -> list[dict[str, Any]]:
+    """The rule objects of an ``nft -j list chain`` answer."""
+    doc = json.loads(listing)
+    return [item["rule"] for item in doc.get("nftables", []) if "rule" in item]
+
+
+def cleanup(netns: str | None = None, table: str = "tagwall") -> None:
+    """Remove the tagwall table from ``netns`` (None: the caller's namespace); no error when
+    there is none."""
+    _check_table(table)
+    ctx = NftContext(netns)
+    try:
+        ctx.run(render_cleanup(table), operation=f"removing table inet {table}")
+    finally:
+        ctx.close()

@@ -1,0 +1,863 @@
+"""Rendering a ``Program`` as nftables script text.  Pure: no I/O; ``_nft.py`` applies it.
+
+One table ``inet <table>`` holds everything (DESIGN §4).  Its layout, for each direction
+``d`` in (egress, ingress) — the evaluation order is docs/semantics.md "Evaluation at one end"
+and the ``Program`` docstring::
+
+    chain d            hook forward, priority 0 (egress) / 10 (ingress), policy accept:
+                         ct state established,related accept      (replies of allowed flows)
+                         local address → goto d_eval               (egress: saddr; ingress: daddr)
+    chain d_eval       clear a stray scratch mark; jump d_admin; jump d_application;
+                         jump d_baseline; default posture (accept | drop)
+    chain d_<tier>     every rule of every block, in order; each nft rule also matches the
+                         block's ``applies_to`` set on the local address, so ``pass`` is a plain
+                         ``return`` to d_eval; d_application ends with isolated[d] → drop,
+                         which only a packet that matched no rule reaches (``pass`` skips it)
+    chain refuse       reject: TCP → RST; anything else → ICMP/ICMPv6 "administratively
+                         prohibited" (clients see EHOSTUNREACH rather than a silent drop)
+    chain mt_*         one per tag map and family: the map lookup of matchTags (below)
+
+An egress ``accept`` ends only the egress base chain: the packet still meets the ingress
+chain, so a flow between two workloads of one host is checked at both ends.  The skeleton is
+fixed (all six tier chains exist, empty or not), so only rules move on updates.
+
+Verdicts: allow, redirect → accept (steering is not rendered yet); deny → drop; reject →
+goto refuse; pass → return.  Audit rules are not rendered at all: the enforced verdict
+ignores them, and a counter on a verdict-less copy would count packets that an earlier rule
+decided, which reads as a would-match it is not.  ``log`` is not rendered yet (NFLOG comes
+with flow records).
+
+Families: a packet is evaluated only when one end is a local address, so rules are rendered
+for the address families of the local interfaces (``Layout.families``) and nothing else; a
+change of those families re-renders the whole table in the same transaction.
+
+Sets — what nft 1.0.6 charges (measured here, kernel 6.18; every element command first
+refreshes nft's cache of the table, since each transaction changes the generation):
+
+* one element add/delete: 0.2 ms into a 10,000-element hash set in a table without rules;
+* a *named interval set* makes it load every element of the set: 15.9 ms with 10,000
+  prefixes (0.2 ms with 100) — FIELD-NOTES' trap;
+* an *anonymous* interval set (prefixes inline in a rule) costs ~8 µs per set and command,
+  whatever its size: 100 of them +0.65 ms, 300 +2.5 ms — one per rule that names prefixes,
+  so inline prefixes do not escape the trap, they trade it for one that grows with rules;
+* a named hash set costs ~1 µs per set and command.
+
+So: every program set becomes per family a named hash set ``s_<12 hex of sha1(name)>_<4|6>``
+of its single addresses (comment: the readable name), and its prefixes become named hash
+sets of network addresses per prefix length, ``s_…_4_24``, matched by masked lookup
+(``ip saddr & 255.255.255.0 == @s_…_4_24``): shared by every rule, no interval set, and a
+prefix change is element commands.  A set whose prefixes span more than
+``MAX_MASKED_LENGTHS`` lengths in a family (a CIDR minus an exception fragments into up to
+32) gets one named interval set ``s_…_4_i`` instead, shared by its rules: fragments are few,
+so its cache cost is small, where one masked alternative per length would multiply rules.
+A rule whose set has addresses and prefixes (or several lengths) becomes one nft rule per
+alternative, same verdict, same comment.  A set with prefixes but no addresses gets no
+address alternative (a CIDR never gains members); any other set always has it, so member
+changes stay element commands.  Rule text changes (and tier chains are rewritten) only when
+a set gains/loses its address alternative or a prefix length, or switches between masked
+and interval.
+
+matchTags: each distinct value tuple gets a mark id ``MARK_SCRATCH | n`` (``Layout.tag_ids``,
+kept while the data path runs, reassigned only by a full load).  Per tag map and family:
+a map ``m_*`` address → id, a set ``t_*`` of address . id, and a chain ``mt_*`` holding the
+one rule ``meta mark set ip saddr map @m_*``.  A rule with matchTags becomes
+``<other matches> jump mt_*`` then ``ip daddr . meta mark @t_* meta mark set 0 <verdict>``:
+a source without an entry leaves the mark alone and nothing of ``t_*`` can match it; a
+destination with another tuple (or none) does not match.  The map is looked up only in
+``mt_*`` because the kernel walks a whole map each time a rule binds it: 530 rules binding a
+4,000-entry map cost 64 ms of a 157 ms load.
+
+The packet mark as scratch register — confined to tagwall's chains.  It is written only in
+``mt_*``, only after the rule's other matches held; the matching rule sets it back to 0
+before its verdict, and every matchTags rule is followed by ``meta mark & 0xff000000 ==
+0x74000000 → meta mark set 0``; each d_eval chain starts with the same clear.  So no packet
+leaves tagwall's chains with a mark in the scratch range, and none arriving with one can
+fake a match.  The price: a packet that reached a lookup leaves with mark 0, whatever it had
+before.  Other users of the mark (service steering) must keep out of ``MARK_SCRATCH_MASK``
+and must not rely on the mark of new flows surviving the forward hook (use ct mark).
+
+Named ports: per family a set ``p_*`` of ``address . inet_proto . inet_service``, matched with
+``ip daddr . meta l4proto . th dport``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from ipaddress import ip_network
+
+from ..compiler import (
+    AddressSet,
+    Block,
+    CompiledRule,
+    CompiledService,
+    PortElement,
+    Program,
+    ProgramDelta,
+    diff_programs,
+)
+from ..errors import DatapathError
+from ..model import Action, IPAddress, Posture, Protocol, Ref, Tier, TrafficDirection
+
+__all__ = [
+    "ISOLATED_COMMENT",
+    "MARK_SCRATCH",
+    "MARK_SCRATCH_MASK",
+    "MAX_MASKED_LENGTHS",
+    "POSTURE_COMMENT",
+    "CounterKey",
+    "Layout",
+    "chain_names",
+    "counter_index",
+    "layout_for",
+    "render_cleanup",
+    "render_closed",
+    "render_load",
+    "render_update",
+]
+
+MARK_SCRATCH = 0x74000000  # matchTags ids: MARK_SCRATCH | n, 1 ≤ n ≤ 0xFFFFFF ("t" = 0x74)
+MARK_SCRATCH_MASK = 0xFF000000
+MAX_MASKED_LENGTHS = 4  # per set and family; more distinct prefix lengths → an interval set
+ISOLATED_COMMENT = "application-default-deny"
+POSTURE_COMMENT = "default-posture"
+_MAX_TAG_ID = 0x00FFFFFF
+_COMMENT_MAX = 128  # nft 1.0.6 refuses longer comments
+_IP = {4: "ip", 6: "ip6"}
+_ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
+_VERDICT = {
+    Action.ALLOW: "accept",
+    Action.REDIRECT: "accept",
+    Action.DENY: "drop",
+    Action.REJECT: "goto refuse",
+    Action.PASS: "return",
+}
+_PRIORITY = {TrafficDirection.EGRESS: 0, TrafficDirection.INGRESS: 10}
+_SCRATCH_CLEAR = f"meta mark and {MARK_SCRATCH_MASK:#010x} == {MARK_SCRATCH:#010x} meta mark set 0"
+_REFUSE = ("meta l4proto tcp reject with tcp reset", "reject with icmpx type admin-prohibited")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the rendering needs besides the program.  Invariant: ``tag_ids`` holds every value
+    tuple of every tag map of the program rendered with it, ids unique."""
+
+    table: str
+    families: frozenset[int]  # address families of the local interfaces: {4}, {6}, {4, 6}
+    tag_ids: Mapping[tuple[str, ...], int]
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    """What one counter comment in one chain stands for (``counter_index``)."""
+
+    direction: TrafficDirection
+    tier: Tier | None  # None for the default posture
+    policy_set: Ref | None
+    policy: Ref | None
+    rule: str  # the rule name, or ISOLATED_COMMENT / POSTURE_COMMENT
+    action: Action
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=65536)
+def _digest(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
+def _nft(kind: str, name: str, family: int) -> str:
+    """nft name of program object ``name``: kind s (address set), p (port set), m (tag map),
+    t (tag pairs), mt (tag lookup chain).  ``_nft("s", "tags:tier=web", 4)`` → ``s_<hex>_4``."""
+    return f"{kind}_{_digest(name)}_{family}"
+
+
+def _tier_chain(direction: TrafficDirection, tier: Tier) -> str:
+    return f"{direction.value}_{tier.value}"
+
+
+def chain_names() -> list[str]:
+    """Every chain of the layout that carries counters."""
+    return [
+        *(_tier_chain(d, t) for d in TrafficDirection for t in Tier),
+        *(f"{d.value}_eval" for d in TrafficDirection),
+    ]
+
+
+def _quote(text: str) -> str:
+    """An nft comment: no double quotes inside, at most 128 bytes (long ones keep a digest so
+    two long names stay apart)."""
+    text = text.replace('"', "'").replace("\\", "/")
+    if len(text.encode()) <= _COMMENT_MAX:
+        return f'"{text}"'
+    head = text.encode()[: _COMMENT_MAX - 14].decode(errors="ignore")
+    return f'"{head}~{_digest(text)}"'
+
+
+def _rule_comment(block: Block, rule: CompiledRule) -> str:
+    return _quote(f"{block.policy_set} {rule.policy} {rule.rule}")
+
+
+def _check_unique(names: Iterable[str]) -> None:
+    seen: dict[str, str] = {}
+    for name in names:
+        digest = _digest(name)
+        if seen.setdefault(digest, name) != name:
+            raise DatapathError(
+                f"program names {seen[digest]!r} and {name!r} share the nft name digest {digest}"
+            )
+
+
+# -- layout and matchTags ids ----------------------------------------------------------------
+
+
+def _families(program: Program) -> frozenset[int]:
+    return frozenset(ip.version for itf in program.interfaces for ip in itf.addresses)
+
+
+def _allocate(ids: dict[tuple[str, ...], int], tuples: Iterable[tuple[str, ...]]) -> None:
+    missing = sorted(set(tuples) - ids.keys())
+    if not missing:
+        return
+    start = max(ids.values(), default=MARK_SCRATCH) - MARK_SCRATCH + 1
+    if start + len(missing) - 1 > _MAX_TAG_ID:
+        raise DatapathError(
+            f"matchTags needs {len(ids) + len(missing)} value tuples; marks hold {_MAX_TAG_ID}"
+        )
+    for n, values in enumerate(missing, start):
+        ids[values] = MARK_SCRATCH | n
+
+
+def layout_for(program: Program, table: str, previous: Layout | None = None) -> Layout:
+    """The layout of a full load of ``program``: ids of ``previous`` kept for tuples still in
+    use, new ones for the rest."""
+    used = {v for m in program.tag_maps.values() for v in m.values()}
+    ids = {v: n for v, n in (previous.tag_ids.items() if previous else ()) if v in used}
+    _allocate(ids, used)
+    return Layout(table, _families(program), ids)
+
+
+# -- nft objects -----------------------------------------------------------------------------
+# A declaration is (keyword, nft name, statements inside the braces); it is written as a line
+# of a table block for a load, or as ``add`` commands for an update.
+
+_Decl = tuple[str, str, list[str]]
+
+
+def _declared(decl: _Decl) -> str:
+    kind, name, parts = decl
+    return f"{kind} {name} {{ {'; '.join(parts)}; }}"
+
+
+def _added(table: str, decl: _Decl) -> list[str]:
+    kind, name, parts = decl
+    if kind == "chain":  # rules in an "add chain" block cannot name maps of the same script
+        return [f"add chain inet {table} {name}"] + [
+            f"add rule inet {table} {name} {rule}" for rule in parts
+        ]
+    return [f"add {kind} inet {table} {name} {{ {'; '.join(parts)}; }}"]
+
+
+def _hash_set(name: str, kind: str, comment: str, elements: list[str]) -> _Decl:
+    parts = [f"type {kind}", f"comment {_quote(comment)}"]
+    if elements:
+        parts.append(f"elements = {{ {', '.join(elements)} }}")
+    return ("set", name, parts)
+
+
+def _sorted(addresses: Iterable[IPAddress]) -> list[IPAddress]:
+    return sorted(addresses, key=lambda a: (a.version, int(a)))
+
+
+def _strs(addresses: Iterable[IPAddress]) -> list[str]:
+    return [str(a) for a in _sorted(addresses)]
+
+
+def _local(program: Program, family: int) -> list[IPAddress]:
+    return [ip for itf in program.interfaces for ip in itf.addresses if ip.version == family]
+
+
+def _prefix_groups(s: AddressSet, family: int) -> dict[int, list[str]] | None:
+    """Network addresses of the set's ``family`` prefixes by prefix length; None when they
+    span more than MAX_MASKED_LENGTHS lengths (one named interval set instead)."""
+    groups: dict[int, list[str]] = {}
+    for p in s.prefixes:
+        if p.version == family:
+            groups.setdefault(p.prefixlen, []).append(str(p.network_address))
+    return groups if len(groups) <= MAX_MASKED_LENGTHS else None
+
+
+def _prefix_sets(name: str, s: AddressSet, family: int) -> dict[str, list[str]]:
+    """nft name → elements of the prefix sets of set ``name``: ``…_<length>`` hash sets of
+    network addresses (a /0 needs none), or one ``…_i`` interval set of the prefixes."""
+    nft = _nft("s", name, family)
+    groups = _prefix_groups(s, family)
+    if groups is None:
+        return {f"{nft}_i": [str(p) for p in s.prefixes if p.version == family]}
+    return {f"{nft}_{n}": sorted(els) for n, els in groups.items() if n}
+
+
+def _prefix_decl(name: str, nft: str, family: int, elements: list[str]) -> _Decl:
+    suffix = nft.rsplit("_", 1)[1]
+    if suffix != "i":
+        return _hash_set(nft, _ADDR_TYPE[family], f"{name} /{suffix}", elements)
+    parts = [f"type {_ADDR_TYPE[family]}", "flags interval", f"comment {_quote(name)}"]
+    return ("set", nft, [*parts, f"elements = {{ {', '.join(elements)} }}"])
+
+
+def _address_decls(name: str, s: AddressSet, family: int) -> list[_Decl]:
+    nft = _nft("s", name, family)
+    addresses = _strs(a for a in s.addresses if a.version == family)
+    out = [_hash_set(nft, _ADDR_TYPE[family], name, addresses)]
+    for prefix_set, elements in _prefix_sets(name, s, family).items():
+        out.append(_prefix_decl(name, prefix_set, family, elements))
+    return out
+
+
+def _port_elements(elements: Iterable[PortElement], family: int) -> list[str]:
+    return sorted(f"{a} . {p.value} . {n}" for a, p, n in elements if a.version == family)
+
+
+def _port_decl(name: str, family: int, elements: Iterable[PortElement]) -> _Decl:
+    kind = f"{_ADDR_TYPE[family]} . inet_proto . inet_service"
+    return _hash_set(_nft("p", name, family), kind, name, _port_elements(elements, family))
+
+
+def _tag_decls(
+    name: str,
+    family: int,
+    values: Mapping[IPAddress, tuple[str, ...]],
+    ids: Mapping[tuple[str, ...], int],
+) -> list[_Decl]:
+    addr = _ADDR_TYPE[family]
+    entries = sorted((int(a), a, ids[v]) for a, v in values.items() if a.version == family)
+    mapped = [f"type {addr} : mark", f"comment {_quote(name)}"]
+    if entries:
+        mapped.append(f"elements = {{ {', '.join(f'{a} : {n:#010x}' for _, a, n in entries)} }}")
+    m = _nft("m", name, family)
+    return [
+        ("map", m, mapped),
+        _hash_set(
+            _nft("t", name, family),
+            f"{addr} . mark",
+            name,
+            [f"{a} . {n:#010x}" for _, a, n in entries],
+        ),
+        ("chain", _nft("mt", name, family), [f"meta mark set {_IP[family]} saddr map @{m}"]),
+    ]
+
+
+def _decls(program: Program, layout: Layout, names: Iterable[str] | None = None) -> list[_Decl]:
+    """Sets, maps and lookup chains of ``program``, with their elements: those of ``names``,
+    or all of them and the local address sets."""
+    out: list[_Decl] = []
+    for f in sorted(layout.families):
+        if names is None:
+            local = _strs(_local(program, f))
+            out.append(_hash_set(f"local_{f}", _ADDR_TYPE[f], "local workload addresses", local))
+        wanted = set(names) if names is not None else None
+        for name in sorted(program.sets if wanted is None else wanted & program.sets.keys()):
+            out += _address_decls(name, program.sets[name], f)
+        ports = program.port_sets
+        for name in sorted(ports if wanted is None else wanted & ports.keys()):
+            out.append(_port_decl(name, f, ports[name]))
+        maps = program.tag_maps
+        for name in sorted(maps if wanted is None else wanted & maps.keys()):
+            out += _tag_decls(name, f, maps[name], layout.tag_ids)
+    return out
+
+
+# -- rules -----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _mask(family: int, length: int) -> str:
+    return str(ip_network(f"{'0.0.0.0' if family == 4 else '::'}/{length}").netmask)
+
+
+_Memo = dict[tuple[str, int, str], list[str]]  # (set, family, key) → alternatives, per render
+
+
+def _alternatives(program: Program, name: str, family: int, key: str, memo: _Memo) -> list[str]:
+    """Matches of ``key`` (e.g. ``ip saddr``) against set ``name``, one per nft rule needed;
+    "" matches anything (a /0 prefix).  Memoised: a set may have thousands of prefixes and
+    be named by hundreds of rules."""
+    if (name, family, key) not in memo:
+        memo[(name, family, key)] = _compute_alternatives(program, name, family, key)
+    return memo[(name, family, key)]
+
+
+def _compute_alternatives(program: Program, name: str, family: int, key: str) -> list[str]:
+    s = program.sets[name]
+    nft = _nft("s", name, family)
+    out = [f"{key} @{nft}"] if s.addresses or not s.prefixes else []
+    groups = _prefix_groups(s, family)
+    if groups is None:
+        return [*out, f"{key} @{nft}_i"]
+    full = 32 if family == 4 else 128
+    for length in sorted(groups):
+        if length == 0:
+            out.append("")
+        elif length == full:
+            out.append(f"{key} @{nft}_{length}")
+        else:
+            out.append(f"{key} & {_mask(family, length)} == @{nft}_{length}")
+    return out
+
+
+def _service(s: CompiledService, family: int) -> str | None:
+    """One service as a match ("" = any); None when it cannot occur in ``family``."""
+    if s.named is not None:
+        return f"{_IP[family]} daddr . meta l4proto . th dport @{_nft('p', s.named, family)}"
+    if s.protocol is None:
+        return ""
+    if s.protocol in (Protocol.ICMP, Protocol.ICMPV6):
+        if (s.protocol is Protocol.ICMP) != (family == 4):
+            return None
+        if s.icmp_type is not None:
+            return f"{s.protocol.value} type {s.icmp_type}"
+        return f"meta l4proto {s.protocol.value}"
+    if s.ports is None:
+        return f"meta l4proto {s.protocol.value}"
+    first, last = s.ports
+    ports = str(first) if first == last else f"{first}-{last}"
+    return f"meta l4proto {s.protocol.value} th dport {ports}"
+
+
+def _services(services: tuple[CompiledService, ...] | None, family: int) -> list[str]:
+    if services is None:
+        return [""]
+    out: list[str] = []
+    for s in services:
+        match = _service(s, family)
+        if match == "":
+            return [""]
+        if match is not None and match not in out:
+            out.append(match)
+    return out
+
+
+def _rule_lines(
+    program: Program,
+    families: Iterable[int],
+    direction: TrafficDirection,
+    block: Block,
+    rule: CompiledRule,
+    memo: _Memo,
+) -> list[str]:
+    local_key = "saddr" if direction is TrafficDirection.EGRESS else "daddr"
+    verdict = f"counter {_VERDICT[rule.action]} comment {_rule_comment(block, rule)}"
+    lines = []
+    for family in families:
+        ip = _IP[family]
+        local = _alternatives(program, block.applies_to, family, f"{ip} {local_key}", memo)
+        src = _endpoint(program, rule.src, family, f"{ip} saddr", memo)
+        dst = _endpoint(program, rule.dst, family, f"{ip} daddr", memo)
+        for parts in itertools.product(local, src, dst, _services(rule.services, family)):
+            match = " ".join(p for p in parts if p)
+            if rule.match_tags is None:
+                lines.append(f"{match} {verdict}".lstrip())
+                continue
+            lines.append(f"{match} jump {_nft('mt', rule.match_tags, family)}".lstrip())
+            pairs = _nft("t", rule.match_tags, family)
+            lines.append(f"{ip} daddr . meta mark @{pairs} meta mark set 0 {verdict}")
+    if rule.match_tags is not None and lines:
+        lines.append(_SCRATCH_CLEAR)
+    return lines
+
+
+def _endpoint(program: Program, name: str | None, family: int, key: str, memo: _Memo) -> list[str]:
+    return [""] if name is None else _alternatives(program, name, family, key, memo)
+
+
+def _tier_lines(
+    program: Program,
+    families: Iterable[int],
+    direction: TrafficDirection,
+    tier: Tier,
+    memo: _Memo,
+) -> list[str]:
+    """The rules of one tier chain.  The application tier ends with the isolation drop: a
+    packet that reaches the end matched no rule, while ``pass`` returned before it."""
+    fams = sorted(families)
+    lines = [
+        line
+        for block in program.chains.get((direction, tier), ())
+        for rule in block.rules
+        if not rule.audit
+        for line in _rule_lines(program, fams, direction, block, rule, memo)
+    ]
+    iso = program.isolated.get(direction)
+    if tier is Tier.APPLICATION and iso is not None:
+        key = "saddr" if direction is TrafficDirection.EGRESS else "daddr"
+        for family in fams:
+            for match in _alternatives(program, iso, family, f"{_IP[family]} {key}", memo):
+                lines.append(f'{match} counter drop comment "{ISOLATED_COMMENT}"'.lstrip())
+    return lines
+
+
+def _eval_lines(program: Program, d: TrafficDirection) -> list[str]:
+    posture = "accept" if program.default_posture is Posture.ALLOW else "drop"
+    return [
+        _SCRATCH_CLEAR,
+        *(f"jump {_tier_chain(d, tier)}" for tier in Tier),
+        f'counter {posture} comment "{POSTURE_COMMENT}"',
+    ]
+
+
+def _base_lines(families: Iterable[int], d: TrafficDirection) -> list[str]:
+    key = "saddr" if d is TrafficDirection.EGRESS else "daddr"
+    return [
+        f"type filter hook forward priority {_PRIORITY[d]}; policy accept;",
+        "ct state established,related accept",
+        *(f"{_IP[f]} {key} @local_{f} goto {d.value}_eval" for f in sorted(families)),
+    ]
+
+
+# -- full load -------------------------------------------------------------------------------
+
+
+def _replace_table(table: str) -> list[str]:
+    # nft 1.0.6 has no "destroy": declaring the table first makes the delete always valid.
+    return [f"table inet {table} {{}}", f"delete table inet {table}"]
+
+
+def _chain(name: str, lines: list[str]) -> list[str]:
+    return [f"  chain {name} {{", *(f"    {line}" for line in lines), "  }"]
+
+
+def render_load(program: Program, layout: Layout) -> str:
+    """One transaction that replaces table ``layout.table`` with ``program``."""
+    _check_unique([*program.sets, *program.port_sets, *program.tag_maps])
+    fams = sorted(layout.families)
+    memo: _Memo = {}
+    out = [*_replace_table(layout.table), f"table inet {layout.table} {{"]
+    for kind, name, parts in _decls(program, layout):
+        out += _chain(name, parts) if kind == "chain" else [f"  {_declared((kind, name, parts))}"]
+    out.append(f"  chain refuse {{ {'; '.join(_REFUSE)}; }}")
+    for d in TrafficDirection:
+        for tier in Tier:
+            out += _chain(_tier_chain(d, tier), _tier_lines(program, fams, d, tier, memo))
+        out += _chain(f"{d.value}_eval", _eval_lines(program, d))
+    for d in TrafficDirection:
+        out += _chain(d.value, _base_lines(fams, d))
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def render_closed(table: str, workload_interfaces: str) -> str:
+    """One transaction that replaces the table with one that drops every forwarded packet
+    entering or leaving an interface whose name matches ``workload_interfaces`` (nft glob:
+    a trailing ``*``), for the time before the first program."""
+    glob = f'"{workload_interfaces}"'
+    return "\n".join(
+        [
+            *_replace_table(table),
+            f"table inet {table} {{",
+            "  chain closed {",
+            "    type filter hook forward priority 0; policy accept;",
+            f"    iifname {glob} counter drop",
+            f"    oifname {glob} counter drop",
+            "  }",
+            "}",
+            "",
+        ]
+    )
+
+
+def render_cleanup(table: str) -> str:
+    """One transaction that removes the table, present or not."""
+    return "\n".join(_replace_table(table)) + "\n"
+
+
+# -- updates ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Script:
+    """An update in the order nft needs inside one transaction: new sets, maps and lookup
+    chains; element deletes, then adds; flushed and refilled chains; deleted chains, then
+    deleted sets and maps (no rule names them any more)."""
+
+    adds: list[str] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    inserts: list[str] = field(default_factory=list)
+    chains: list[str] = field(default_factory=list)
+    drop_chains: list[str] = field(default_factory=list)
+    drops: list[str] = field(default_factory=list)
+
+    def elements(self, table: str, nft: str, gone: list[str], came: list[str]) -> None:
+        if gone:
+            self.deletes.append(f"delete element inet {table} {nft} {{ {', '.join(gone)} }}")
+        if came:
+            self.inserts.append(f"add element inet {table} {nft} {{ {', '.join(came)} }}")
+
+    def text(self) -> str:
+        lines = [
+            *self.adds,
+            *self.deletes,
+            *self.inserts,
+            *self.chains,
+            *self.drop_chains,
+            *self.drops,
+        ]
+        return "\n".join(lines) + "\n" if lines else ""
+
+
+def _address_alternative(s: AddressSet) -> bool:
+    return bool(s.addresses) or not s.prefixes
+
+
+def _reshaped(before: AddressSet, now: AddressSet, families: frozenset[int]) -> bool:
+    """Does rule text naming the set change (see ``_alternatives``)?  O(1) unless the
+    prefixes changed."""
+    if _address_alternative(before) != _address_alternative(now):
+        return True
+    if before.prefixes == now.prefixes:
+        return False
+    for f in families:
+        was, will = _prefix_groups(before, f), _prefix_groups(now, f)
+        if (None if was is None else was.keys()) != (None if will is None else will.keys()):
+            return True
+    return False
+
+
+def render_update(
+    old: Program, new: Program, layout: Layout, delta: ProgramDelta | None = None
+) -> tuple[str, Layout]:
+    """The smallest single transaction that turns table contents rendered from ``old`` into
+    ``new``, and the layout after it (order: ``_Script``).  ``delta`` (the one that made
+    ``new`` from ``old``) only says where to look, so that the work is O(change), not
+    O(program); without it the programs are diffed.  Empty script: nothing to do.
+
+    Element changes never touch a chain; a tier chain is rewritten only when its blocks
+    changed or a set it names changed shape (``_reshaped``).  A change of address families
+    replaces the whole table.
+    """
+    if delta is None:
+        delta = diff_programs(old, new)
+    ids = dict(layout.tag_ids)
+    _allocate(ids, _new_tuples(delta))
+    after = Layout(layout.table, layout.families, ids)
+    if _families(new) != layout.families:
+        full = layout_for(new, layout.table, after)
+        return render_load(new, full), full
+    added = [
+        *(n for n in delta.new_sets if n not in old.sets and n in new.sets),
+        *(n for n in delta.new_port_sets if n not in old.port_sets and n in new.port_sets),
+        *(n for n in delta.new_tag_maps if n not in old.tag_maps and n in new.tag_maps),
+    ]
+    if added:
+        _check_unique([*old.sets, *old.port_sets, *old.tag_maps, *added])
+    script = _Script()
+    for decl in _decls(new, after, added):
+        script.adds += _added(after.table, decl)
+    reshaped = _set_changes(script, old, new, after, delta)
+    _other_element_changes(script, old, new, after, delta)
+    _chain_changes(script, old, new, after, delta, reshaped)
+    _dropped(script, old, new, after, delta)
+    return script.text(), after
+
+
+def _set_changes(
+    script: _Script, old: Program, new: Program, layout: Layout, delta: ProgramDelta
+) -> set[str]:
+    """Element commands for the address sets the delta touches (and new or dropped prefix
+    sets of theirs); returns the names of the sets whose shape changed.  The delta names the
+    candidates; ``old`` and ``new`` decide, so a delta that repeats an element or removes an
+    absent one still yields exact commands."""
+    t, fams = layout.table, sorted(layout.families)
+    touched: dict[str, set[IPAddress]] = {}
+    for sd in delta.set_deltas:
+        touched.setdefault(sd.name, set()).update(sd.added.addresses, sd.removed.addresses)
+    for name in delta.new_sets.keys() & old.sets.keys() & new.sets.keys():  # re-declared
+        touched.setdefault(name, set()).update(old.sets[name].addresses ^ new.sets[name].addresses)
+    reshaped: set[str] = set()
+    for name, candidates in sorted(touched.items()):
+        if name not in old.sets or name not in new.sets:
+            continue
+        before, now = old.sets[name], new.sets[name]
+        if _reshaped(before, now, layout.families):
+            reshaped.add(name)
+        gone = [a for a in candidates if a in before.addresses and a not in now.addresses]
+        came = [a for a in candidates if a in now.addresses and a not in before.addresses]
+        for f in fams:
+            script.elements(
+                t,
+                _nft("s", name, f),
+                _strs(a for a in gone if a.version == f),
+                _strs(a for a in came if a.version == f),
+            )
+            if before.prefixes == now.prefixes:
+                continue
+            was, will = _prefix_sets(name, before, f), _prefix_sets(name, now, f)
+            for nft in sorted(will.keys() - was.keys()):
+                script.adds += _added(t, _prefix_decl(name, nft, f, will[nft]))
+            for nft in sorted(was.keys() & will.keys()):
+                script.elements(
+                    t,
+                    nft,
+                    sorted(set(was[nft]) - set(will[nft])),
+                    sorted(set(will[nft]) - set(was[nft])),
+                )
+            script.drops += [
+                f"delete set inet {t} {nft}" for nft in sorted(was.keys() - will.keys())
+            ]
+    return reshaped
+
+
+def _other_element_changes(
+    script: _Script, old: Program, new: Program, layout: Layout, delta: ProgramDelta
+) -> None:
+    """Local addresses, port sets and tag maps."""
+    t, fams = layout.table, sorted(layout.families)
+    if delta.interfaces is not None:
+        for f in fams:
+            was, now = set(_local(old, f)), set(_local(new, f))
+            script.elements(t, f"local_{f}", _strs(was - now), _strs(now - was))
+    for name, (plus, minus) in sorted(delta.port_set_deltas.items()):
+        if name not in old.port_sets or name not in new.port_sets:
+            continue
+        before, now_p = old.port_sets[name], new.port_sets[name]
+        gone = [e for e in minus | plus if e in before and e not in now_p]
+        came = [e for e in minus | plus if e in now_p and e not in before]
+        for f in fams:
+            script.elements(t, _nft("p", name, f), _port_elements(gone, f), _port_elements(came, f))
+    for name, (changed, removed) in sorted(delta.tag_map_deltas.items()):
+        if name in old.tag_maps and name in new.tag_maps:
+            _tag_map_changes(
+                script,
+                layout,
+                name,
+                old.tag_maps[name],
+                new.tag_maps[name],
+                changed.keys() | removed,
+            )
+
+
+def _tag_map_changes(
+    script: _Script,
+    layout: Layout,
+    name: str,
+    before: Mapping[IPAddress, tuple[str, ...]],
+    now: Mapping[IPAddress, tuple[str, ...]],
+    candidates: Iterable[IPAddress],
+) -> None:
+    """A changed entry is deleted and added again in the same transaction: nft 1.0.6 has no
+    element replace (and accepts this order)."""
+    ids = layout.tag_ids
+    for f in sorted(layout.families):
+        gone: list[tuple[IPAddress, int]] = []
+        came: list[tuple[IPAddress, int]] = []
+        for ip in _sorted(a for a in candidates if a.version == f):
+            was, will = before.get(ip), now.get(ip)
+            if was == will:
+                continue
+            if was is not None:
+                gone.append((ip, ids[was]))
+            if will is not None:
+                came.append((ip, ids[will]))
+        script.elements(
+            layout.table,
+            _nft("m", name, f),
+            [str(a) for a, _ in gone],
+            [f"{a} : {n:#010x}" for a, n in came],
+        )
+        script.elements(
+            layout.table,
+            _nft("t", name, f),
+            [f"{a} . {n:#010x}" for a, n in gone],
+            [f"{a} . {n:#010x}" for a, n in came],
+        )
+
+
+def _names(block: Block) -> set[str]:
+    names = {block.applies_to}
+    for r in block.rules:
+        names.update(n for n in (r.src, r.dst) if n is not None)
+    return names
+
+
+def _refill(table: str, chain: str, lines: list[str]) -> list[str]:
+    return [
+        f"flush chain inet {table} {chain}",
+        *(f"add rule inet {table} {chain} {x}" for x in lines),
+    ]
+
+
+def _chain_changes(
+    script: _Script,
+    old: Program,
+    new: Program,
+    layout: Layout,
+    delta: ProgramDelta,
+    reshaped: set[str],
+) -> None:
+    """Flush and refill the tier chains whose blocks changed or name a reshaped set (the
+    application tier's also when its isolation set did), and the eval chains when the
+    default posture changed."""
+    t, fams = layout.table, sorted(layout.families)
+    memo: _Memo = {}
+    keys = {k for k, blocks in delta.chains.items() if old.chains.get(k, ()) != blocks}
+    if reshaped:
+        keys |= {k for k, blocks in new.chains.items() if any(_names(b) & reshaped for b in blocks)}
+    for d in TrafficDirection:
+        iso = new.isolated.get(d)
+        if old.isolated.get(d) != iso or (iso is not None and iso in reshaped):
+            keys.add((d, Tier.APPLICATION))
+        for tier in Tier:
+            if (d, tier) in keys:
+                lines = _tier_lines(new, fams, d, tier, memo)
+                script.chains += _refill(t, _tier_chain(d, tier), lines)
+        if old.default_posture != new.default_posture:
+            script.chains += _refill(t, f"{d.value}_eval", _eval_lines(new, d))
+
+
+def _dropped(
+    script: _Script, old: Program, new: Program, layout: Layout, delta: ProgramDelta
+) -> None:
+    t = layout.table
+    for f in sorted(layout.families):
+        for n in sorted(delta.dropped_sets & old.sets.keys() - new.sets.keys()):
+            names = [_nft("s", n, f), *_prefix_sets(n, old.sets[n], f)]
+            script.drops += [f"delete set inet {t} {nft}" for nft in names]
+        for n in sorted(delta.dropped_port_sets & old.port_sets.keys() - new.port_sets.keys()):
+            script.drops.append(f"delete set inet {t} {_nft('p', n, f)}")
+        for n in sorted(delta.dropped_tag_maps & old.tag_maps.keys() - new.tag_maps.keys()):
+            script.drop_chains.append(f"delete chain inet {t} {_nft('mt', n, f)}")
+            script.drops.append(f"delete map inet {t} {_nft('m', n, f)}")
+            script.drops.append(f"delete set inet {t} {_nft('t', n, f)}")
+
+
+def _new_tuples(delta: ProgramDelta) -> set[tuple[str, ...]]:
+    out = {v for m in delta.new_tag_maps.values() for v in m.values()}
+    out.update(v for changed, _ in delta.tag_map_deltas.values() for v in changed.values())
+    return out
+
+
+# -- counters --------------------------------------------------------------------------------
+
+
+def counter_index(program: Program) -> dict[tuple[str, str], CounterKey]:
+    """(chain, comment) → what the counters of nft rules with that comment count."""
+    out: dict[tuple[str, str], CounterKey] = {}
+    for (d, tier), blocks in program.chains.items():
+        for block in blocks:
+            for rule in block.rules:
+                comment = _rule_comment(block, rule)[1:-1]
+                out[(_tier_chain(d, tier), comment)] = CounterKey(
+                    d, tier, block.policy_set, rule.policy, rule.rule, rule.action
+                )
+    posture = Action.ALLOW if program.default_posture is Posture.ALLOW else Action.DENY
+    for d in TrafficDirection:
+        out[(_tier_chain(d, Tier.APPLICATION), ISOLATED_COMMENT)] = CounterKey(
+            d, Tier.APPLICATION, None, None, ISOLATED_COMMENT, Action.DENY
+        )
+        out[(f"{d.value}_eval", POSTURE_COMMENT)] = CounterKey(
+            d, None, None, None, POSTURE_COMMENT, posture
+        )
+    return out

@@ -1,0 +1,237 @@
+"""``_nft_render``: the text of loads and updates (pure; no nftables needed).
+
+What the kernel then does with the text is test__nft.py's and test_nft_differential.py's
+business; here: which commands an update is made of, and what the rendering promises —
+element changes stay element commands, no named interval sets, scratch marks confined.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from strategies import build, models, mutate
+
+from tagwall.compiler import Compiler, Program, apply_delta
+from tagwall.datapath._nft_render import (
+    MARK_SCRATCH,
+    MARK_SCRATCH_MASK,
+    counter_index,
+    layout_for,
+    render_load,
+    render_update,
+)
+from tagwall.model import Config, load, parse_documents
+
+
+def config_of(text: str) -> Config:
+    return load(parse_documents(text, "test.yaml"))
+
+
+def doc(kind: str, name: str, spec: str) -> str:
+    return f"apiVersion: tagwall/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec: {spec}\n---\n"
+
+
+BASE = (
+    doc(
+        "Workload",
+        "w1",
+        "{host: h, interfaces: [{name: e, ips: [10.0.0.1]}], tags: "
+        "{application: shop, tier: web, deployment: prod}}",
+    )
+    + doc(
+        "Workload",
+        "w2",
+        "{host: h, interfaces: [{name: e, ips: [10.0.0.2]}], tags: "
+        "{application: shop, tier: app, deployment: dev}}",
+    )
+    + doc(
+        "Workload",
+        "w9",
+        "{host: other, interfaces: [{name: e, ips: [10.0.9.9]}], tags: "
+        "{application: shop, tier: app, deployment: prod}}",
+    )
+    + doc("AddressGroup", "partners", "{prefixes: [192.0.2.0/28, 198.51.100.0/24]}")
+    + doc(
+        "FirewallPolicy",
+        "p",
+        """
+  rules:
+  - {name: web-app, from: {tags: tier=web}, to: {tags: tier=app}, services: [tcp/80],
+     matchTags: [application, deployment], action: allow}
+  - {name: partners, from: {addressGroup: partners}, to: {tags: tier=web}, action: reject}
+  - {name: hand-over, from: {any: true}, to: {any: true}, services: [udp/53], action: pass}""",
+    )
+    + doc(
+        "FirewallPolicy",
+        "staged",
+        "{mode: audit, rules: [{name: nothing, from: {any: true}, to: {any: true}, action: deny}]}",
+    )
+    + doc(
+        "ApplicationPolicySet",
+        "apps",
+        "{tier: application, all: true, policies: [{name: p}, {name: staged}]}",
+    )
+)
+
+
+def test_a_load_replaces_the_table_in_one_script() -> None:
+    program = Compiler(config_of(BASE)).program("h")
+    script = render_load(program, layout_for(program, "tagwall"))
+    lines = script.splitlines()
+    assert lines[:3] == [
+        "table inet tagwall {}",
+        "delete table inet tagwall",
+        "table inet tagwall {",
+    ]
+    assert "goto refuse" in script and "return" in script
+    assert "staged" not in script.replace('comment "', "")  # audit rules are not rendered
+    assert "ip6" not in script  # no IPv6 workload on this host
+
+
+def test_prefixes_are_masked_lookups_in_hash_sets_one_per_length() -> None:
+    program = Compiler(config_of(BASE)).program("h")
+    script = render_load(program, layout_for(program, "t"))
+    assert "interval" not in script
+    partners = [x.strip() for x in script.splitlines() if "partners" in x and "comment" in x]
+    [s28, s24] = sorted(
+        (x.split()[1] for x in partners if x.startswith("set ") and "/2" in x), reverse=True
+    )
+    assert s28.endswith("_4_28") and "elements = { 192.0.2.0 }" in script.split(s28)[1][:120]
+    assert f"ip saddr & 255.255.255.240 == @{s28}" in script
+    assert f"ip saddr & 255.255.255.0 == @{s24}" in script
+
+
+def test_a_fragmented_group_gets_one_interval_set() -> None:
+    """198.51.100.0/24 minus one address is 8 prefixes of 8 lengths: one named interval set
+    shared by the rules, not 8 masked sets (nor 8 nft rules per rule); moving the exception
+    is element commands on it."""
+    text = BASE.replace("198.51.100.0/24]", '198.51.100.0/24], except: ["198.51.100.7/32"]')
+    compiler = Compiler(config_of(text))
+    program = compiler.program("h")
+    script = render_load(program, layout_for(program, "t"))
+    [decl] = [x.strip() for x in script.splitlines() if "flags interval" in x]
+    name = decl.split()[1]
+    assert name.endswith("_4_i") and "198.51.100.0/30, 198.51.100.4/31, " in decl
+    assert f"ip saddr @{name} " in script
+    assert "== @" not in script  # no masked lookup: the only prefixes are this group's
+
+    delta = compiler.update(config_of(text.replace("198.51.100.7/32", "198.51.100.6/32")))["h"]
+    update, _ = render_update(program, apply_delta(program, delta), layout_for(program, "t"))
+    lines = update.splitlines()
+    assert lines and all(f" element inet t {name} " in line for line in lines)
+
+
+def test_every_matchtags_rule_looks_up_through_its_chain_and_clears_the_mark() -> None:
+    program = Compiler(config_of(BASE)).program("h")
+    script = render_load(program, layout_for(program, "tagwall"))
+    lines = [x.strip() for x in script.splitlines()]
+    jumps = [i for i, line in enumerate(lines) if " jump mt_" in line]
+    assert jumps
+    for i in jumps:
+        chain = lines[i].rsplit(" ", 1)[1]
+        assert f"chain {chain} {{" in lines
+        assert lines[i + 1].startswith("ip daddr . meta mark @t_")
+        assert " meta mark set 0 counter accept comment " in lines[i + 1]
+        assert lines[i + 2] == "meta mark and 0xff000000 == 0x74000000 meta mark set 0"
+    assert script.count("saddr map @m_") == 1  # the map is bound by one rule only
+
+
+def test_tag_ids_are_marks_in_the_scratch_range_and_stay_stable() -> None:
+    compiler = Compiler(config_of(BASE))
+    program = compiler.program("h")
+    layout = layout_for(program, "tagwall")
+    assert all(n & MARK_SCRATCH_MASK == MARK_SCRATCH for n in layout.tag_ids.values())
+    assert len(set(layout.tag_ids.values())) == len(layout.tag_ids)
+    new = config_of(BASE.replace("deployment: dev", "deployment: test"))
+    delta = compiler.update(new)["h"]
+    _, after = render_update(program, apply_delta(program, delta), layout, delta)
+    assert {k: after.tag_ids[k] for k in layout.tag_ids} == dict(layout.tag_ids)
+    assert ("shop", "test") in after.tag_ids
+
+
+def test_a_tag_change_is_element_commands_only() -> None:
+    compiler = Compiler(config_of(BASE))
+    program = compiler.program("h")
+    delta = compiler.update(config_of(BASE.replace("deployment: dev", "deployment: prod")))["h"]
+    script, _ = render_update(program, apply_delta(program, delta), layout_for(program, "t"), delta)
+    lines = script.splitlines()
+    assert lines
+    assert all(line.startswith(("add element inet t ", "delete element inet t ")) for line in lines)
+    # the map entry of 10.0.0.2 is replaced: deleted then added, in the same script
+    assert any(x.startswith("delete element") and "10.0.0.2" in x for x in lines)
+    assert any(x.startswith("add element") and "10.0.0.2 : 0x74" in x for x in lines)
+
+
+def test_a_prefix_change_of_the_same_length_is_element_commands() -> None:
+    compiler = Compiler(config_of(BASE))
+    program = compiler.program("h")
+    delta = compiler.update(config_of(BASE.replace("198.51.100.0/24", "198.51.101.0/24")))["h"]
+    script, _ = render_update(program, apply_delta(program, delta), layout_for(program, "t"), delta)
+    lines = script.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("delete element inet t s_") and "{ 198.51.100.0 }" in lines[0]
+    assert lines[1].startswith("add element inet t s_") and "{ 198.51.101.0 }" in lines[1]
+
+
+def test_a_new_prefix_length_rewrites_only_the_chains_that_use_the_set() -> None:
+    compiler = Compiler(config_of(BASE))
+    program = compiler.program("h")
+    delta = compiler.update(config_of(BASE.replace("198.51.100.0/24", "198.51.100.0/25")))["h"]
+    script, _ = render_update(program, apply_delta(program, delta), layout_for(program, "t"), delta)
+    lines = script.splitlines()
+    flushed = sorted(line.split()[-1] for line in lines if line.startswith("flush"))
+    assert flushed == ["egress_application", "ingress_application"]
+    added = [x for x in lines if x.startswith("add set")]
+    dropped = [x for x in lines if x.startswith("delete set")]
+    assert len(added) == 1 and "_4_25 {" in added[0] and "198.51.100.0" in added[0]
+    assert len(dropped) == 1 and dropped[0].endswith("_4_24")
+    assert lines.index(added[0]) < lines.index(f"flush chain inet t {flushed[0]}")
+    assert lines.index(dropped[0]) == len(lines) - 1
+
+
+def test_new_address_families_replace_the_table() -> None:
+    compiler = Compiler(config_of(BASE))
+    program = compiler.program("h")
+    delta = compiler.update(config_of(BASE.replace("ips: [10.0.0.1]", "ips: [10.0.0.1, fd00::1]")))
+    new = apply_delta(program, delta["h"])
+    script, after = render_update(program, new, layout_for(program, "t"), delta["h"])
+    assert after.families == {4, 6}
+    assert script == render_load(new, after)
+    assert "ip6 saddr @local_6 goto egress_eval" in script
+
+
+def test_long_names_make_short_distinct_comments() -> None:
+    long = "x" * 200
+    text = BASE.replace("name: web-app", f"name: {long}a").replace(
+        "name: hand-over", f"name: {long}b"
+    )
+    program = Compiler(config_of(text)).program("h")
+    script = render_load(program, layout_for(program, "t"))
+    comments = [
+        line.split('comment "')[1].split('"')[0]
+        for line in script.splitlines()
+        if "comment" in line
+    ]
+    assert max(len(c.encode()) for c in comments) <= 128
+    index = counter_index(program)
+    assert {k.rule for k in index.values()} >= {f"{long}a", f"{long}b"}
+    assert len({c for c in comments if c.startswith("apps p x")}) == 2
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_delta_only_says_where_to_look(data: st.DataObject) -> None:
+    """For any compiler delta, the update rendered from (old, new, delta) is the update
+    rendered from (old, new) alone: the delta narrows the work, never the result."""
+    docs = data.draw(models())
+    compiler = Compiler(build(docs))
+    programs = {h: compiler.program(h) for h in compiler.hosts()}
+    layouts = {h: layout_for(p, "t") for h, p in programs.items()}
+    docs = mutate(data, docs)
+    for host, delta in compiler.update(build(docs)).items():
+        old = programs.get(host, Program(host))
+        layout = layouts.get(host) or layout_for(old, "t")
+        new = apply_delta(old, delta)
+        with_delta, _ = render_update(old, new, layout, delta)
+        without, _ = render_update(old, new, layout)
+        assert sorted(with_delta.splitlines()) == sorted(without.splitlines())
