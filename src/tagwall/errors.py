@@ -16,6 +16,7 @@ would have been accepted where that helps.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -48,6 +49,20 @@ class Problem:
         val = f" = {self.value!r}" if self.value is not None else ""
         allowed = f" (allowed: {', '.join(self.allowed)})" if self.allowed else ""
         return f"{head}{at}{val}: {self.reason}{allowed}".lstrip(": ")
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, object]) -> Problem:
+        """The inverse of ``as_dict``: a problem as the API reports it (other keys ignored)."""
+        allowed = raw.get("allowed")
+        return cls(
+            reason=str(raw.get("reason") or ""),
+            path=str(raw.get("path") or ""),
+            kind=str(raw.get("kind") or ""),
+            name=str(raw.get("name") or ""),
+            source=str(raw.get("source") or ""),
+            value=raw.get("value"),
+            allowed=tuple(str(a) for a in allowed) if isinstance(allowed, list) else (),
+        )
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"reason": self.reason}

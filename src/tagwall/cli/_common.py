@@ -18,6 +18,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -282,20 +283,11 @@ class Client:
 
 
 def _problem(raw: Mapping[str, Any], documents: Sequence[Document]) -> Problem:
-    source = str(raw.get("source") or "")
-    match = _API_SOURCE.match(source)
+    problem = Problem.from_dict(raw)
+    match = _API_SOURCE.match(problem.source)
     if match and int(match.group(1)) < len(documents):
-        source = documents[int(match.group(1))].where
-    allowed = raw.get("allowed")
-    return Problem(
-        reason=str(raw.get("reason") or ""),
-        path=str(raw.get("path") or ""),
-        kind=str(raw.get("kind") or ""),
-        name=str(raw.get("name") or ""),
-        source=source,
-        value=raw.get("value"),
-        allowed=tuple(str(a) for a in allowed) if isinstance(allowed, list) else (),
-    )
+        return replace(problem, source=documents[int(match.group(1))].where)
+    return problem
 
 
 def require_one_source(files: Sequence[str] | None, server: str | None) -> None:

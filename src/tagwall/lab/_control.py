@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -91,17 +92,11 @@ def register(url: str, documents: Sequence[Document], *, dry_run: bool = False) 
 
 def _problem(raw: Mapping[str, Any], documents: Sequence[Document]) -> Problem:
     """A problem of the API, its ``<api>#N`` source mapped back to the file and document."""
-    source = str(raw.get("source") or "")
+    problem = Problem.from_dict(raw)
+    source = problem.source
     if source.startswith("<api>#") and source[6:].isdigit() and int(source[6:]) < len(documents):
-        source = documents[int(source[6:])].where
-    return Problem(
-        reason=str(raw.get("reason") or ""),
-        path=str(raw.get("path") or ""),
-        kind=str(raw.get("kind") or ""),
-        name=str(raw.get("name") or ""),
-        source=source,
-        value=raw.get("value"),
-    )
+        return replace(problem, source=documents[int(source[6:])].where)
+    return problem
 
 
 def agent_states(urls: Sequence[str], timeout_s: float = 2.0) -> dict[str, dict[str, Any]]:
