@@ -388,6 +388,8 @@ class ProgramHub:
                 out.append(AgentView(host, "disconnected", False, None, desired, None, None, None))
                 continue
             connected = row.connected and now - row.updated <= STALE_AFTER
+            if row.controller == self.controller_id and host not in self._sessions:
+                connected = False  # a row of this controller's previous life: it knows better
             realized = row.realized_revision
             if not connected:
                 state = "disconnected"
@@ -398,7 +400,7 @@ class ProgramHub:
             else:
                 state = "pending"
             error = row.error
-            if row.connected and not connected:
+            if row.connected and not connected and row.controller != self.controller_id:
                 error = f"controller {row.controller} stopped reporting"
             out.append(
                 AgentView(

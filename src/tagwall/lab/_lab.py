@@ -360,4 +360,5 @@ def probe(
             f"lab {lab} lacks {len(missing)} workload namespace(s) (e.g. {missing[0]}): "
             "run `tagwall lab down`, then `tagwall lab up` again"
         )
-    return probe_pairs(state.workloads, service, timeout_s)
+    hosts = [h.namespace for h in state.hosts]
+    return probe_pairs(state.workloads, service, timeout_s, hosts)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import resource
 import secrets
@@ -69,7 +70,10 @@ class _Attempt:
 
 
 def probe_pairs(
-    workloads: Sequence[LabWorkload], service: FlowService, timeout_s: float = DEFAULT_TIMEOUT_S
+    workloads: Sequence[LabWorkload],
+    service: FlowService,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    conntrack_namespaces: Sequence[str] = (),
 ) -> ProbeResult:
     """Try ``service`` from every workload to every workload; needs root (namespaces, raw
     ICMP sockets).  The matrix keeps the order of ``workloads`` (a lab's state keeps them
@@ -84,7 +88,7 @@ def probe_pairs(
     started = time.monotonic()
     matrix = {src.name: {dst.name: False for dst in workloads} for src in workloads}
     attempts, warnings = _attempts(workloads, service)
-    prober = _Prober(service, timeout_s)
+    prober = _Prober(service, timeout_s, _taken=_flows(conntrack_namespaces, service))
     for attempt, reached in zip(attempts, asyncio.run(prober.run(attempts)), strict=True):
         matrix[attempt.src.name][attempt.dst.name] = reached
     warnings += prober.warnings
@@ -125,6 +129,32 @@ def _attempts(
     return attempts, warnings
 
 
+_PROTO = {Protocol.TCP: 6, Protocol.UDP: 17, Protocol.ICMP: 1, Protocol.ICMPV6: 58}
+
+
+def _flows(namespaces: Sequence[str], service: FlowService) -> set[tuple[str, str, int]]:
+    """(source, destination, source port or ICMP id) of every flow of ``service`` that
+    conntrack holds in ``namespaces``: tuples an attempt must not reuse."""
+    from pyroute2 import Conntrack  # type: ignore[import-untyped]  # pyroute2 has no types
+
+    taken: set[tuple[str, str, int]] = set()
+    for namespace in namespaces:
+        ct = Conntrack(netns=namespace)  # pyroute2 opens it in a thread of its own
+        try:
+            for entry in ct.dump_entries():
+                t = entry.tuple_orig
+                if t.proto != _PROTO[service.protocol]:
+                    continue
+                if service.protocol.has_ports:
+                    if t.dport == service.port:
+                        taken.add((str(t.saddr), str(t.daddr), int(t.sport)))
+                else:
+                    taken.add((str(t.saddr), str(t.daddr), int(t.icmp_id)))
+        finally:
+            ct.close()
+    return taken
+
+
 class _Echo(asyncio.DatagramProtocol):
     """A UDP listener: sends every datagram back to its sender."""
 
@@ -153,6 +183,7 @@ class _Prober:
     # token).  Sequences are attempt indexes modulo 2**16; at most 1024 attempts are in flight.
     _raw: dict[tuple[str, int], socket.socket] = field(default_factory=dict)
     _pending: dict[int, tuple[asyncio.Future[bool], IPAddress, bytes]] = field(default_factory=dict)
+    _taken: set[tuple[str, str, int]] = field(default_factory=set)
 
     async def run(self, attempts: list[_Attempt]) -> list[bool]:
         loop = asyncio.get_running_loop()
@@ -254,8 +285,19 @@ class _Prober:
         with entered(attempt.src.namespace):
             sock = socket.socket(_FAMILY[attempt.src_ip.version], kind)
         sock.setblocking(False)
-        sock.bind((str(attempt.src_ip), 0))
-        return sock
+        while True:
+            port = secrets.randbelow(60999 - 32768 + 1) + 32768
+            if (str(attempt.src_ip), str(attempt.dst_ip), port) in self._taken:
+                continue
+            try:
+                sock.bind((str(attempt.src_ip), port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    continue
+                sock.close()
+                raise
+            self._taken.add((str(attempt.src_ip), str(attempt.dst_ip), port))
+            return sock
 
     async def _tcp(self, loop: asyncio.AbstractEventLoop, attempt: _Attempt) -> bool:
         with self._client(attempt, socket.SOCK_STREAM) as sock:
@@ -292,6 +334,9 @@ class _Prober:
         # A fresh identifier per request: conntrack keys ICMP on it, so a request never rides
         # on an earlier probe's entry (which an ``established`` rule would let through).
         ident = secrets.randbits(16)
+        while (str(attempt.src_ip), str(attempt.dst_ip), ident) in self._taken:
+            ident = secrets.randbits(16)
+        self._taken.add((str(attempt.src_ip), str(attempt.dst_ip), ident))
         header = struct.pack("!BBHHH", _ECHO_REQUEST[self.service.protocol], 0, 0, ident, sequence)
         packet = header + token
         if self.service.protocol is Protocol.ICMP:  # the kernel sums ICMPv6 itself

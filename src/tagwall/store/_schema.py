@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
         raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _journal_mode_wal(conn, busy_timeout_s)
         if str(mode).lower() != "wal":
             raise StoreError(f"store {str(path)!r} cannot use WAL (journal_mode={mode})")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -115,6 +116,21 @@ def connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _journal_mode_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> object:
+    """``PRAGMA journal_mode = WAL``, retried while the file is locked, up to
+    ``busy_timeout_s``: SQLite answers "database is locked" at once, without the busy
+    handler, when another process converts a new file at the same moment (two controllers
+    starting on one fresh store: about 1 in 30 attempts here)."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.01)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
