@@ -17,6 +17,7 @@ Life of an agent:
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -166,6 +167,9 @@ class Agent:
             )
             return {"type": "nack", "revision": revision, "reason": str(exc)}
         self.revision, self.last_applied = revision, kind
+        # The program just applied lives until the next one: keep it out of the cyclic
+        # collector's scans, so a full collection never delays an ack (as in the hub).
+        gc.freeze()
         return {"type": "ack", "revision": revision}
 
     def _persist(self, write: Callable[[ProgramState], None]) -> None:

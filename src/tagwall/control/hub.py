@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -243,6 +244,12 @@ class ProgramHub:
                 sends.append(self._send(session, message))
                 self._report(session)
         await asyncio.gather(*sends)
+        # The configuration and compiler state just built live until the next revision:
+        # take them out of the cyclic collector's scans.  Without this, a full collection
+        # walked every object of a 1,000-workload estate every few writes and added ~50 ms
+        # to one API write in six (measured; bench/propagation.py); with it the controller's
+        # memory stayed flat over 400 writes (they are freed by reference counting).
+        gc.freeze()
 
     # -- sessions ------------------------------------------------------------------------------
 
