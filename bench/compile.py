@@ -15,23 +15,19 @@ Usage: python bench/compile.py [--json] [--workloads N] [--hosts N] [--rules N] 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from _estate import DEPLOYMENTS, LABELS, SITES, TIERS, address, doc, report, say, tier_rule
+
 from tagwall.compiler import Compiler
 from tagwall.model import Config, Document, Tags, TrafficDirection, Workload, load
 
-TIERS = ["web", "app", "db", "cache"]
-DEPLOYMENTS = ["prod", "staging", "dev"]
-SITES = ["ams", "fra", "lon", "nyc", "sfo"]
-LABELS = [f"l{i}" for i in range(10)]
 SERVICES = ["tcp/443", "tcp/8080", "tcp/5432", "tcp/6379", "udp/53", "tcp/9000-9100"]
 
 
@@ -42,7 +38,7 @@ def generate(n_workloads: int, n_hosts: int, n_rules: int, n_sets: int, seed: in
     n_apps = 100
     docs: list[dict[str, Any]] = []
     for p in range(20):
-        docs.append(_doc("Project", f"proj{p}", {}))
+        docs.append(doc("Project", f"proj{p}", {}))
     for i in range(n_workloads):
         app = rng.randrange(n_apps)
         tags: dict[str, Any] = {
@@ -55,37 +51,28 @@ def generate(n_workloads: int, n_hosts: int, n_rules: int, n_sets: int, seed: in
             tags["label"] = rng.sample(LABELS, 2)
         spec = {
             "host": f"host{i % n_hosts}",
-            "interfaces": [
-                {"name": "eth0", "ips": [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"]}
-            ],
+            "interfaces": [{"name": "eth0", "ips": [address(i)]}],
             "tags": tags,
         }
-        docs.append(_doc("Workload", f"w{i}", spec, f"proj{app % 20}"))
-    docs.append(_doc("AddressGroup", "partners", {"prefixes": ["203.0.113.0/24"]}))
+        docs.append(doc("Workload", f"w{i}", spec, f"proj{app % 20}"))
+    docs.append(doc("AddressGroup", "partners", {"prefixes": ["203.0.113.0/24"]}))
     per_set = n_rules // n_sets
     for s in range(n_sets):
         rules = []
         for r in range(per_set):
-            a, b = rng.sample(TIERS, 2)
-            rule: dict[str, Any] = {
-                "name": f"r{r}",
-                "sequence": (r + 1) * 10,
-                "from": {"tags": f"tier={a}"},
-                "to": {"tags": f"tier={b},deployment={rng.choice(DEPLOYMENTS)}"},
-                "services": [rng.choice(SERVICES)],
-                "action": rng.choice(["allow"] * 8 + ["deny", "pass"]),
-            }
-            if rng.random() < 0.5:
-                rule["matchTags"] = ["application", "deployment"]
-            elif rng.random() < 0.1:
-                rule["from"] = {"addressGroup": "partners"}
-            elif rng.random() < 0.2:
-                rule["to"] = {"tags": f"site={rng.choice(SITES)},label={rng.choice(LABELS)}"}
+            rule = tier_rule(
+                rng,
+                r,
+                services=SERVICES,
+                actions=["allow"] * 8 + ["deny", "pass"],
+                p_group=0.1,
+                p_label=0.2,
+            )
             rules.append(rule)
-        docs.append(_doc("FirewallPolicy", f"fp{s}", {"rules": rules}))
+        docs.append(doc("FirewallPolicy", f"fp{s}", {"rules": rules}))
         apps = ",".join(f"app{x}" for x in range(s * 2, s * 2 + 2))
         docs.append(
-            _doc(
+            doc(
                 "ApplicationPolicySet",
                 f"aps{s}",
                 {
@@ -97,13 +84,6 @@ def generate(n_workloads: int, n_hosts: int, n_rules: int, n_sets: int, seed: in
             )
         )
     return docs
-
-
-def _doc(kind: str, name: str, spec: dict[str, Any], project: str | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if project:
-        meta["project"] = project
-    return {"apiVersion": "tagwall/v1", "kind": kind, "metadata": meta, "spec": spec}
 
 
 def with_workload(config: Config, workload: Workload) -> Config:
@@ -184,9 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args(argv)
 
-    def say(msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-
     say(f"generating {args.workloads} workloads, {args.hosts} hosts, {args.rules} rules …")
     docs = generate(args.workloads, args.hosts, args.rules, args.sets)
     start = time.perf_counter()
@@ -250,11 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "pairwise_max_host_entries": max(pairwise.values()),
         "pairwise_to_tagwall_entries_ratio": round(max(pairwise.values()) / entries[max_host], 1),
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:36} {value}")
+    report(result, args.json)
     return 0
 
 

@@ -24,17 +24,17 @@ Usage: python bench/nft_program.py [--json] [--workloads N] [--runs N]
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+from _estate import DEPLOYMENTS, LABELS, SITES, TIERS, address, doc, report, say, tier_rule
 
 from tagwall._netns import entered
 from tagwall.compiler import Compiler, Program
@@ -43,31 +43,12 @@ from tagwall.datapath._nft_render import layout_for, render_load
 from tagwall.datapath._nftlib import NftContext
 from tagwall.model import Config, Document, Tags, load
 
-TIERS = ["web", "app", "db", "cache"]
-DEPLOYMENTS = ["prod", "staging", "dev"]
-SITES = ["ams", "fra", "lon", "nyc", "sfo"]
-LABELS = [f"l{i}" for i in range(10)]
 SERVICES = ["tcp/443", "tcp/8080", "tcp/5432", "udp/53", "tcp/9000-9100", "http", "icmp/8"]
 HOST = "host0"
 N_HOSTS = 250
 
 
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _doc(kind: str, name: str, spec: dict[str, Any], project: str | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if project:
-        meta["project"] = project
-    return {"apiVersion": "tagwall/v1", "kind": kind, "metadata": meta, "spec": spec}
-
-
-def _ip(i: int) -> str:
-    return f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
-
-
-def workload_doc(i: int, rng: random.Random) -> dict[str, Any]:
+def workloaddoc(i: int, rng: random.Random) -> dict[str, Any]:
     tags: dict[str, Any] = {
         "application": f"app{rng.randrange(100)}",
         "tier": rng.choice(TIERS),
@@ -78,19 +59,19 @@ def workload_doc(i: int, rng: random.Random) -> dict[str, Any]:
         tags["label"] = rng.sample(LABELS, 2)
     spec: dict[str, Any] = {
         "host": f"host{i % N_HOSTS}",
-        "interfaces": [{"name": "eth0", "ips": [_ip(i + 1)]}],
+        "interfaces": [{"name": "eth0", "ips": [address(i + 1)]}],
         "tags": tags,
     }
     if rng.random() < 0.2:
         spec["ports"] = [{"name": "http", "port": rng.choice([80, 8080]), "protocol": "TCP"}]
-    return _doc("Workload", f"w{i}", spec)
+    return doc("Workload", f"w{i}", spec)
 
 
 def generate(n_workloads: int, n_rules: int = 1_000, n_sets: int = 50) -> list[dict[str, Any]]:
     rng = random.Random(11)
-    docs = [workload_doc(i, rng) for i in range(n_workloads)]
+    docs = [workloaddoc(i, rng) for i in range(n_workloads)]
     docs.append(
-        _doc(
+        doc(
             "AddressGroup",
             "partners",
             {"prefixes": ["203.0.113.0/24", "198.51.100.0/24"], "except": ["203.0.113.7/32"]},
@@ -100,25 +81,18 @@ def generate(n_workloads: int, n_rules: int = 1_000, n_sets: int = 50) -> list[d
     for s in range(n_sets):
         rules = []
         for r in range(per_set):
-            a, b = rng.sample(TIERS, 2)
-            rule: dict[str, Any] = {
-                "name": f"r{r}",
-                "sequence": (r + 1) * 10,
-                "from": {"tags": f"tier={a}"},
-                "to": {"tags": f"tier={b},deployment={rng.choice(DEPLOYMENTS)}"},
-                "services": [rng.choice(SERVICES)],
-                "action": rng.choice(["allow"] * 7 + ["deny", "reject", "pass"]),
-            }
-            if rng.random() < 0.5:
-                rule["matchTags"] = ["application", "deployment"]
-            elif rng.random() < 0.2:
-                rule["from"] = {"addressGroup": "partners"}
-            elif rng.random() < 0.3:
-                rule["to"] = {"tags": f"site={rng.choice(SITES)},label={rng.choice(LABELS)}"}
+            rule = tier_rule(
+                rng,
+                r,
+                services=SERVICES,
+                actions=["allow"] * 7 + ["deny", "reject", "pass"],
+                p_group=0.2,
+                p_label=0.3,
+            )
             rules.append(rule)
-        docs.append(_doc("FirewallPolicy", f"fp{s}", {"rules": rules}))
+        docs.append(doc("FirewallPolicy", f"fp{s}", {"rules": rules}))
         docs.append(
-            _doc(
+            doc(
                 "ApplicationPolicySet",
                 f"aps{s}",
                 {
@@ -190,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     compiler = Compiler(config)
     program = compiler.program(HOST)
     rules = sum(len(b.rules) for blocks in program.chains.values() for b in blocks)
-    extra = workload_doc(args.workloads, random.Random(5))
+    extra = workloaddoc(args.workloads, random.Random(5))
     extra["spec"]["host"] = "host1"  # a remote member: host0 sees set elements change
     with_extra = build([*docs, extra])
 
@@ -274,11 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "target_load_s": 0.2,
         "target_member_update_s": 0.005,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:34} {value}")
+    report(result, args.json)
     return 0
 
 
