@@ -15,8 +15,9 @@ from ipaddress import ip_address
 
 import pytest
 
-from tagwall.compiler import CompiledService, Compiler
+from tagwall.compiler import CompiledService, Compiler, Program
 from tagwall.datapath import NftDatapath, nft_cleanup
+from tagwall.datapath._nft_render import chain_names
 from tagwall.errors import DatapathError
 from tagwall.model import Config, Protocol, load, parse_documents, parse_flow_service
 
@@ -497,3 +498,94 @@ def test_the_scratch_mark_never_leaves_tagwalls_chains(
         assert scratch == 0
     finally:
         nft(topo, "delete", "table", "inet", "watch")
+
+
+DISPATCH = (
+    workload("w1", "10.0.0.1", "{tier: web}")
+    + workload("w2", "10.0.0.2", "{tier: app}", "ports: [{name: api, port: 8080, protocol: TCP}]")
+    + workload("w3", "10.0.0.3", "{tier: app}", "ports: [{name: api, port: 9050, protocol: TCP}]")
+    + policy(
+        "guard",
+        "admin",
+        "all: true",
+        """
+  - {name: g1, from: {tags: tier=web}, to: {any: true}, services: [tcp/9000-9100], action: deny}
+  - {name: g2, from: {any: true}, to: {any: true}, services: [tcp/85-443], action: pass}""",
+    )
+    + policy(
+        "apps",
+        "application",
+        "all: true",
+        """
+  - {name: a1, from: {tags: tier=web}, to: {tags: tier=app}, services: [tcp/80-85],
+     action: reject}
+  - {name: a2, from: {any: true}, to: {any: true}, services: [tcp/85-5432], action: allow}
+  - {name: a3, from: {tags: tier=web}, to: {tags: tier=app}, services: [api], action: allow}
+  - {name: a4, from: {any: true}, to: {any: true}, services: [udp], action: pass}
+  - {name: a5, from: {tags: tier=app}, to: {any: true}, services: [icmp/8], action: deny}
+  - {name: a6, from: {tags: tier=web}, to: {any: true}, services: [tcp/80], action: allow}
+  - {name: a7, from: {any: true}, to: {any: true}, services: [icmp], action: allow}""",
+    )
+    + policy(
+        "base",
+        "baseline",
+        "all: true",
+        """
+  - {name: b1, from: {any: true}, to: {tags: tier=app}, services: [udp/53], action: reject}""",
+    )
+)
+ALL_SERVICES = ["tcp/80", "tcp/85", "tcp/443", "tcp/5432", "tcp/8080", "tcp/9050", "udp/53"]
+
+
+def kernel_chains(topo: Topology) -> set[str]:
+    listing = json.loads(nft(topo, "-j", "list", "chains", "inet"))["nftables"]
+    return {c["chain"]["name"] for c in listing if "chain" in c}
+
+
+def test_service_dispatch_keeps_first_match_pass_and_isolation(
+    topo: Topology, datapath: NftDatapath
+) -> None:
+    """Each tier chain goes by protocol and port to chains of the rules that can match:
+    port ranges overlapping across rules (first match wins on the overlap), a named port,
+    a whole protocol with a ``pass`` in the dispatched chain (it leaves the tier: no
+    isolation, the baseline decides), ICMP rules between port rules, and isolation both
+    after a dispatched chain and after the tier chain's own rules."""
+    config = config_of(DISPATCH)
+    datapath.load(Compiler(config).program(HOST))
+    assert "vmap" in datapath.last_script
+    seen = check(topo, config, [*ALL_SERVICES, "icmp/8"])
+    w1, w2, w3, remote = V4
+    assert seen[(w1, w2, "tcp/80")] == "reject"  # a1 before a6
+    assert seen[(w1, w2, "tcp/85")] == "reject"  # admin pass, then a1 before a2 on the overlap
+    assert seen[(w1, w2, "tcp/443")] == "allow"  # a2
+    assert seen[(w1, remote, "tcp/80")] == "allow"  # a6 after rules that do not match
+    assert seen[(w1, w2, "tcp/8080")] == "allow"  # a3, the named port
+    assert seen[(w1, w3, "tcp/9050")] == "deny"  # g1 in the admin tier
+    assert seen[(w2, w3, "tcp/9050")] == "deny"  # isolated after the tier chain's rules
+    assert seen[(w2, w1, "tcp/80")] == "deny"  # isolated after the tcp/80 chain
+    assert seen[(w1, w2, "udp/53")] == "reject"  # a4 passes, the baseline rejects
+    assert seen[(w2, w1, "udp/53")] == "allow"  # a4 passes at both ends: not isolated
+    assert seen[(w2, w1, "icmp/8")] == "deny"  # a5
+    assert seen[(w1, w2, "icmp/8")] == "allow"  # a7
+    assert kernel_chains(topo) >= set(chain_names(datapath.program() or Program(HOST)))
+
+
+def test_rule_edits_add_and_remove_dispatched_chains(topo: Topology, datapath: NftDatapath) -> None:
+    """Updates rewrite a tier chain with its dispatched chains: chains appear and go, none
+    is left behind, verdicts follow."""
+    compiler = Compiler(config_of(DISPATCH))
+    datapath.load(compiler.program(HOST))
+    before = kernel_chains(topo)
+    fewer = DISPATCH.replace("services: [tcp/80-85]", "services: [tcp/5432]").replace(
+        "services: [udp]", "services: [tcp/80]"
+    )
+    more = DISPATCH.replace("services: [tcp/85-5432]", "services: [tcp/85, tcp/443, udp/53]")
+    for text in (fewer, more, DISPATCH):
+        config = config_of(text)
+        datapath.update(compiler.update(config)[HOST])
+        program = datapath.program()
+        assert program == compiler.program(HOST)
+        fixed = {c for c in before if not c.split("_")[-1].isdigit()}
+        assert kernel_chains(topo) == fixed | set(chain_names(program))
+        check(topo, config, [*ALL_SERVICES, "icmp/8"])
+    assert kernel_chains(topo) == before

@@ -7,20 +7,26 @@ element changes stay element commands, no named interval sets, scratch marks con
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+import itertools
+
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import build, models, mutate
 
-from tagwall.compiler import Compiler, Program, apply_delta
+from tagwall.compiler import CompiledRule, CompiledService, Compiler, Program, apply_delta
 from tagwall.datapath._nft_render import (
+    ISOLATED_COMMENT,
     MARK_SCRATCH,
     MARK_SCRATCH_MASK,
+    _Plan,
+    _plan,
+    chain_names,
     counter_index,
     layout_for,
     render_load,
     render_update,
 )
-from tagwall.model import Config, load, parse_documents
+from tagwall.model import Action, Config, Protocol, Ref, load, parse_documents
 
 
 def config_of(text: str) -> Config:
@@ -122,6 +128,8 @@ def test_a_fragmented_group_gets_one_interval_set() -> None:
 
 
 def test_every_matchtags_rule_looks_up_through_its_chain_and_clears_the_mark() -> None:
+    """The service compare comes before the set lookups and the lookup chain; the pair lookup
+    runs only when the lookup chain set a scratch mark."""
     program = Compiler(config_of(BASE)).program("h")
     script = render_load(program, layout_for(program, "tagwall"))
     lines = [x.strip() for x in script.splitlines()]
@@ -130,7 +138,11 @@ def test_every_matchtags_rule_looks_up_through_its_chain_and_clears_the_mark() -
     for i in jumps:
         chain = lines[i].rsplit(" ", 1)[1]
         assert f"chain {chain} {{" in lines
-        assert lines[i + 1].startswith("ip daddr . meta mark @t_")
+        # the pair lookup only behind the compare that the jump wrote a scratch mark
+        assert lines[i].startswith("meta l4proto tcp th dport 80 ")  # cheap compares first
+        assert lines[i + 1].startswith(
+            "meta mark and 0xff000000 == 0x74000000 ip daddr . meta mark @t_"
+        )
         assert " meta mark set 0 counter accept comment " in lines[i + 1]
         assert lines[i + 2] == "meta mark and 0xff000000 == 0x74000000 meta mark set 0"
     assert script.count("saddr map @m_") == 1  # the map is bound by one rule only
@@ -180,7 +192,9 @@ def test_a_new_prefix_length_rewrites_only_the_chains_that_use_the_set() -> None
     script, _ = render_update(program, apply_delta(program, delta), layout_for(program, "t"), delta)
     lines = script.splitlines()
     flushed = sorted(line.split()[-1] for line in lines if line.startswith("flush"))
-    assert flushed == ["egress_application", "ingress_application"]
+    assert flushed == [  # with their dispatched chains
+        f"{d}_application{n}" for d in ("egress", "ingress") for n in ("", "_0", "_1")
+    ]
     added = [x for x in lines if x.startswith("add set")]
     dropped = [x for x in lines if x.startswith("delete set")]
     assert len(added) == 1 and "_4_25 {" in added[0] and "198.51.100.0" in added[0]
@@ -235,3 +249,211 @@ def test_the_delta_only_says_where_to_look(data: st.DataObject) -> None:
         with_delta, _ = render_update(old, new, layout, delta)
         without, _ = render_update(old, new, layout)
         assert sorted(with_delta.splitlines()) == sorted(without.splitlines())
+
+
+# -- service dispatch ------------------------------------------------------------------------
+
+_SERVICE_POOL = [
+    CompiledService(Protocol.TCP, (80, 80)),
+    CompiledService(Protocol.TCP, (80, 90)),
+    CompiledService(Protocol.TCP, (85, 443)),
+    CompiledService(Protocol.TCP, (443, 443)),
+    CompiledService(Protocol.UDP, (53, 53)),
+    CompiledService(Protocol.UDP, (50, 60)),
+    CompiledService(Protocol.SCTP, (80, 80)),
+    CompiledService(Protocol.TCP),
+    CompiledService(Protocol.UDP),
+    CompiledService(Protocol.ICMP, icmp_type=8),
+    CompiledService(Protocol.ICMP),
+    CompiledService(Protocol.ICMPV6, icmp_type=128),
+    CompiledService(named="http"),
+    CompiledService(),
+]
+# Packets: a port protocol and a port (ends and insides of the pool's ranges, and outside),
+# or an ICMP type.
+_PACKETS = [
+    *((p, n) for p in (Protocol.TCP, Protocol.UDP, Protocol.SCTP) for n in (0, 53, 60, 79, 80)),
+    *((p, n) for p in (Protocol.TCP, Protocol.UDP) for n in (84, 85, 90, 91, 443, 444, 65535)),
+    (Protocol.ICMP, 8),
+    (Protocol.ICMP, 0),
+    (Protocol.ICMPV6, 128),
+]
+
+
+def _may_match(service: CompiledService, protocol: Protocol, port: int) -> bool:
+    """Can the service match the packet?  A named port can (its ports are set elements)."""
+    if service.named is not None or service.protocol is None:
+        return True
+    if service.protocol is not protocol:
+        return False
+    if service.ports is not None:
+        return service.ports[0] <= port <= service.ports[1]
+    return service.icmp_type is None or service.icmp_type == port
+
+
+def _met(plan: _Plan, protocol: Protocol, port: int) -> tuple[int, ...]:
+    """The rules a packet meets: those of the chain its map key selects, else the tier
+    chain's."""
+    for keys, held in plan.chains:
+        for key in keys:
+            name, first, last = _interval(key)
+            if name == protocol.value and first <= port <= last:
+                return held
+    return plan.fallback
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.none(), st.lists(st.sampled_from(_SERVICE_POOL), max_size=3).map(tuple)),
+        max_size=12,
+    )
+)
+@example([(CompiledService(Protocol.TCP, (80, 90)),), (CompiledService(Protocol.TCP, (85, 85)),)])
+def test_dispatch_keeps_every_rule_a_packet_can_match_in_order(
+    services: list[tuple[CompiledService, ...] | None],
+) -> None:
+    """For every packet, the rules it meets after the map are in rule order and include
+    every rule whose services can match it; the map's keys are disjoint."""
+    rules = [
+        CompiledRule(Ref("p"), f"r{i}", Action.ALLOW, services=s) for i, s in enumerate(services)
+    ]
+    plan = _plan(rules)
+    for protocol, port in _PACKETS:
+        met = _met(plan, protocol, port)
+        assert list(met) == sorted(set(met))
+        can = [
+            i
+            for i, r in enumerate(rules)
+            if r.services is None or any(_may_match(s, protocol, port) for s in r.services)
+        ]
+        assert set(can) <= set(met), (protocol, port, plan)
+    intervals = sorted(_interval(key) for keys, _ in plan.chains for key in keys)
+    for (p1, _, last), (p2, first, _) in itertools.pairwise(intervals):
+        assert p1 != p2 or last < first, intervals
+
+
+def _interval(key: str) -> tuple[str, int, int]:
+    """``tcp . 80-90`` → ("tcp", 80, 90)."""
+    protocol, _, ports = key.split()
+    first, _, last = ports.partition("-")
+    return protocol, int(first), int(last or first)
+
+
+def test_overlapping_ranges_become_disjoint_keys_each_with_the_rules_covering_it() -> None:
+    tcp = Protocol.TCP
+    rules = [
+        CompiledRule(Ref("p"), "a", Action.DENY, services=(CompiledService(tcp, (80, 90)),)),
+        CompiledRule(Ref("p"), "b", Action.ALLOW, services=(CompiledService(tcp, (85, 443)),)),
+        CompiledRule(Ref("p"), "c", Action.PASS, services=None),
+        CompiledRule(Ref("p"), "d", Action.ALLOW, services=(CompiledService(tcp, (85, 85)),)),
+        CompiledRule(Ref("p"), "e", Action.ALLOW, services=(CompiledService(Protocol.ICMP),)),
+        CompiledRule(Ref("p"), "f", Action.ALLOW, services=(CompiledService(named="http"),)),
+    ]
+    plan = _plan(rules)
+    assert [(keys, held) for keys, held in plan.chains] == [
+        (("tcp . 80-84",), (0, 2, 5)),
+        (("tcp . 85",), (0, 1, 2, 3, 5)),
+        (("tcp . 86-90",), (0, 1, 2, 5)),
+        (("tcp . 91-443",), (1, 2, 5)),
+    ]
+    assert plan.fallback == (2, 4, 5)
+
+
+def test_a_tier_chain_dispatches_by_service_and_each_chain_ends_with_isolation() -> None:
+    program = Compiler(config_of(BASE)).program("h")
+    script = render_load(program, layout_for(program, "t"))
+    chains = _chains_of(script)
+    assert chains["egress_application"][0] == (
+        "meta l4proto . th dport vmap { tcp . 80 : goto egress_application_0, "
+        "udp . 53 : goto egress_application_1 }"
+    )
+    for name in ("egress_application", "egress_application_0", "egress_application_1"):
+        assert chains[name][-1].endswith(f'counter drop comment "{ISOLATED_COMMENT}"')
+    # hand-over (udp/53, pass) only where udp/53 goes; partners (any service) everywhere
+    assert [x for x in chains["egress_application_1"] if "hand-over" in x]
+    assert not [
+        x for x in chains["egress_application"] + chains["egress_application_0"] if "hand-over" in x
+    ]
+    assert all(
+        any("partners" in x for x in chains[n])
+        for n in ("egress_application", "egress_application_0", "egress_application_1")
+    )
+    index = counter_index(program)
+    assert index[("egress_application_1", "apps p hand-over")].rule == "hand-over"
+    assert index[("egress_application_0", ISOLATED_COMMENT)].action is Action.DENY
+    assert chain_names(program)[:4] == [
+        "ingress_admin",
+        "ingress_application",
+        "ingress_application_0",
+        "ingress_application_1",
+    ]
+
+
+def _chains_of(script: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in script.splitlines():
+        if line.startswith("  chain ") and line.endswith("{"):
+            current = out.setdefault(line.split()[1], [])
+        elif line == "  }":
+            current = None
+        elif current is not None:
+            current.append(line.strip())
+    return out
+
+
+def test_a_rule_edit_replaces_the_dispatched_chains_and_deletes_those_left_over() -> None:
+    """udp/53 goes away: its chain is flushed with the tier chain, before anything refills,
+    and deleted after the refill (nothing names it any more)."""
+    compiler = Compiler(config_of(BASE))
+    program = compiler.program("h")
+    delta = compiler.update(config_of(BASE.replace("services: [udp/53]", "services: [tcp/80]")))
+    script, _ = render_update(program, apply_delta(program, delta["h"]), layout_for(program, "t"))
+    lines = script.splitlines()
+    for t in ("inet t egress_application", "inet t ingress_application"):
+        assert lines.index(f"flush chain {t}") < lines.index(f"flush chain {t}_0")
+        first_refill = next(i for i, x in enumerate(lines) if x.startswith(f"add rule {t}_0 "))
+        assert lines.index(f"flush chain {t}_1") < first_refill
+    refill = [x for x in lines if x.startswith(f"add rule {t}_0 ")]
+    assert any("hand-over" in x for x in refill)
+    assert not any(x.startswith(f"add rule {t}_1 ") for x in lines)
+    last_rule = max(i for i, x in enumerate(lines) if x.startswith("add rule"))
+    deleted = [i for i, x in enumerate(lines) if x.startswith("delete chain")]
+    assert sorted(lines[i] for i in deleted) == [
+        "delete chain inet t egress_application_1",
+        "delete chain inet t ingress_application_1",
+    ]
+    assert min(deleted) > last_rule
+
+
+def test_a_named_port_change_is_element_commands_only() -> None:
+    """Named-port rules sit in every chain of their tier: their ports are port-set elements,
+    and a port change must not rewrite a chain."""
+    text = BASE.replace("services: [tcp/80]", "services: [api]").replace(
+        "deployment: dev}}", "deployment: dev}, ports: [{name: api, port: 8080, protocol: TCP}]}"
+    )
+    compiler = Compiler(config_of(text))
+    program = compiler.program("h")
+    assert program.port_sets
+    delta = compiler.update(config_of(text.replace("port: 8080", "port: 9090")))["h"]
+    script, _ = render_update(program, apply_delta(program, delta), layout_for(program, "t"), delta)
+    lines = script.splitlines()
+    assert lines
+    assert all(x.startswith(("add element inet t p_", "delete element inet t p_")) for x in lines)
+
+
+def test_no_dispatch_when_the_chains_would_multiply_the_rules() -> None:
+    """300 ports and 300 any-service rules would make 300 chains of 301 rules: the tier chain
+    stays one list (each rule still has its cheap compares first)."""
+    any_service = [CompiledRule(Ref("p"), f"any{i}", Action.ALLOW) for i in range(300)]
+    ports = [
+        CompiledRule(
+            Ref("p"), f"port{i}", Action.ALLOW, services=(CompiledService(Protocol.TCP, (i, i)),)
+        )
+        for i in range(1, 301)
+    ]
+    assert len(_plan(any_service[:2] + ports).chains) == 300  # 902 copies of 302 rules
+    plan = _plan(any_service + ports)
+    assert plan.chains == ()
+    assert plan.fallback == tuple(range(600))

@@ -19,6 +19,7 @@ from typing import Any
 from ..compiler import Program, ProgramDelta, apply_delta
 from ..errors import DatapathError
 from ._nft_render import (
+    CounterKey,
     Layout,
     chain_names,
     counter_index,
@@ -118,8 +119,8 @@ class NftDatapath:
             if program is None:
                 return []
             index = counter_index(program)
-            totals: dict[tuple[str, str], list[int]] = {}
-            for chain in chain_names():
+            totals: dict[CounterKey, list[int]] = {}  # a rule's nft rules in all its chains
+            for chain in chain_names(program):
                 listing = self._ctx.run(
                     f"list chain inet {self.table} {chain}",
                     operation=f"listing chain {chain}",
@@ -129,12 +130,11 @@ class NftDatapath:
                     key = (chain, rule.get("comment", ""))
                     counter = next((e["counter"] for e in rule["expr"] if "counter" in e), None)
                     if key in index and counter is not None:
-                        total = totals.setdefault(key, [0, 0])
+                        total = totals.setdefault(index[key], [0, 0])
                         total[0] += counter["packets"]
                         total[1] += counter["bytes"]
         out: list[dict[str, object]] = []
-        for key, (packets, nbytes) in totals.items():
-            k = index[key]
+        for k, (packets, nbytes) in totals.items():
             out.append(
                 {
                     "direction": k.direction.value,
