@@ -45,8 +45,9 @@ with services that never include the test port, and allow / deny / reject.  The 
 (client → server, tcp/5201 and udp/5201) is allowed only by the last rule of the last
 application set of each direction: a new connection's SYN walks every rule at both hosts.
 
-``--diagnose`` adds variants that say where tagwall's new-connection cost goes (conntrack
-alone; two prototype renderings of the same program): see "diagnosis" below.
+``--diagnose`` adds the variant ``ct-only`` (tagwall's two base chains with nothing after
+the conntrack shortcut): the floor of any stateful data path, which the new-connection rate
+of tagwall's program is best read against; see "diagnosis" below.
 
 The machine is shared and noisy: each figure is the median of the rounds, and the per-round
 ratios (``…_rounds``, variants of one round run back to back) show the spread.
@@ -65,13 +66,11 @@ import json
 import multiprocessing
 import os
 import random
-import re
 import signal
 import socket
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -79,6 +78,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+from _estate import DEPLOYMENTS, LABELS, SITES, TIERS, address, doc, report, say, tier_rule
 
 from tagwall._netns import entered
 from tagwall.compiler import AddressSet, CompiledRule, Compiler, Program
@@ -95,10 +96,6 @@ from tagwall.model import (
 )
 from tagwall.model import load as load_config
 
-TIERS = ["web", "app", "db", "cache"]
-DEPLOYMENTS = ["prod", "staging", "dev"]
-SITES = ["ams", "fra", "lon", "nyc", "sfo"]
-LABELS = [f"l{i}" for i in range(10)]
 # Never the test port, never "any": no rule but the last may match the test flow.
 SERVICES = ["tcp/443", "tcp/8080", "tcp/5432", "udp/53", "tcp/9000-9100", "icmp/8"]
 N_SETS = 50
@@ -114,21 +111,12 @@ TARGET_RATIO_VS_NONE = 0.95
 _NOWHERE = "192.0.2.1"  # TEST-NET-1: stands for an empty set in the legacy chain
 
 
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # -- intent -----------------------------------------------------------------------------------
-
-
-def _doc(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "tagwall/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
 
 
 def _ip(i: int) -> str:
     """Other workloads' addresses: 10.0.1.0 upwards (10,000 members end at 10.0.40.15)."""
-    i += 256
-    return f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
+    return address(i + 256)
 
 
 def lab_documents() -> list[dict[str, Any]]:
@@ -137,7 +125,7 @@ def lab_documents() -> list[dict[str, Any]]:
     the allowing rule names."""
     tags = {"application": "app0", "deployment": "prod"}
     return [
-        _doc(
+        doc(
             "Workload",
             name,
             {
@@ -154,23 +142,9 @@ def lab_documents() -> list[dict[str, Any]]:
 
 
 def _random_rule(rng: random.Random, index: int) -> dict[str, Any]:
-    a, b = rng.sample(TIERS, 2)
-    rule: dict[str, Any] = {
-        "name": f"r{index}",
-        "sequence": (index + 1) * 10,
-        "from": {"tags": f"tier={a}"},
-        "to": {"tags": f"tier={b},deployment={rng.choice(DEPLOYMENTS)}"},
-        "services": [rng.choice(SERVICES)],
-        # No pass: a flat chain has no tiers to pass to.
-        "action": rng.choice(["allow"] * 7 + ["deny", "reject"]),
-    }
-    if rng.random() < 0.5:
-        rule["matchTags"] = ["application", "deployment"]
-    elif rng.random() < 0.2:
-        rule["from"] = {"addressGroup": "partners"}
-    elif rng.random() < 0.3:
-        rule["to"] = {"tags": f"site={rng.choice(SITES)},label={rng.choice(LABELS)}"}
-    return rule
+    # No pass: a flat chain (the legacy baseline) has no tiers to pass to.
+    actions = ["allow"] * 7 + ["deny", "reject"]
+    return tier_rule(rng, index, services=SERVICES, actions=actions, p_group=0.2, p_label=0.3)
 
 
 def intent_documents(members: int, rules: int) -> list[dict[str, Any]]:
@@ -192,9 +166,9 @@ def intent_documents(members: int, rules: int) -> list[dict[str, Any]]:
             "interfaces": [{"name": "eth0", "ips": [_ip(i)]}],
             "tags": tags,
         }
-        docs.append(_doc("Workload", f"w{i}", spec))
+        docs.append(doc("Workload", f"w{i}", spec))
     docs.append(
-        _doc(
+        doc(
             "AddressGroup",
             "partners",
             {"prefixes": ["203.0.113.0/24", "198.51.100.0/24"], "except": ["203.0.113.7/32"]},
@@ -208,7 +182,7 @@ def intent_documents(members: int, rules: int) -> list[dict[str, Any]]:
         "services": [f"tcp/{PORT}", f"udp/{PORT}"],
         "action": "allow",
     }
-    docs.append(_doc("FirewallPolicy", "bench-allow", {"rules": [allow]}))
+    docs.append(doc("FirewallPolicy", "bench-allow", {"rules": [allow]}))
     per_direction = rules // 2
     sets = min(N_SETS // 2, per_direction)
     for direction, site in (("egress", "ams"), ("ingress", "fra")):
@@ -221,7 +195,7 @@ def intent_documents(members: int, rules: int) -> list[dict[str, Any]]:
             policies: list[dict[str, Any]] = [{"name": name, "sequence": 10}]
             if last:
                 policies.append({"name": "bench-allow", "sequence": 20})
-            docs.append(_doc("FirewallPolicy", name, {"rules": body}))
+            docs.append(doc("FirewallPolicy", name, {"rules": body}))
             aps: dict[str, Any] = {
                 "tier": "admin" if s == 0 else "application",
                 "priority": s,
@@ -229,7 +203,7 @@ def intent_documents(members: int, rules: int) -> list[dict[str, Any]]:
                 "directions": [direction],
                 "policies": policies,
             }
-            docs.append(_doc("ApplicationPolicySet", name, aps))
+            docs.append(doc("ApplicationPolicySet", name, aps))
     return docs
 
 
@@ -549,11 +523,8 @@ def blocked(client_ns: str, server_ns: str) -> bool:
 # -- diagnosis (--diagnose) -------------------------------------------------------------------
 #
 # Where the new-connection cost of tagwall's program goes.  ``ct-only`` is conntrack alone, the
-# floor of any stateful data path; the two others are prototypes of faster renderings of the
-# very same program, made by rewriting the script ``NftDatapath`` loaded (``last_script``), so
-# that what they would gain can be measured before src/tagwall/datapath changes.  They are
-# measurements, not reviewed renderings: the test flow and the blocked-port check show that
-# they still decide both as the program does.
+# floor of any stateful data path.  (Two prototype renderings measured here earlier, service
+# compares first and dispatch by service, are now what the renderer does.)
 
 CT_ONLY_TABLE = "twbenchct"
 _CT_FIRST = "policy accept; ct state established,related accept;"
@@ -563,91 +534,7 @@ CT_ONLY = (  # tagwall's two base chains (hook priorities 0 and 10) with nothing
     f"  chain ingress {{ type filter hook forward priority 10; {_CT_FIRST} }}\n"
     "}\n"
 )
-DIAGNOSTIC_VARIANTS = ("ct-only", "cheap-first", "dispatched")
-_SERVICE = re.compile(r"(meta l4proto \w+(?: th dport \S+)?|icmp type \S+|icmpv6 type \S+)")
-_PAIR_LOOKUP = re.compile(r"^(\s*)(ip6? daddr \. meta mark @t_)")
-_MARK_TEST = "meta mark and 0xff000000 == 0x74000000"  # the renderer's scratch range
-_SCRATCH_CLEAR = f"{_MARK_TEST} meta mark set 0"
-# What a sub-chain is keyed by: a protocol with ports, or an ICMP type.
-_DISPATCHED = re.compile(r"(meta l4proto (?:tcp|udp) th dport \S+|icmp type \S+|icmpv6 type \S+) ")
-_TIER_CHAIN = re.compile(r"^  chain ((?:egress|ingress)_(?:admin|application|baseline)) \{$")
-
-
-def cheap_first(script: str) -> str:
-    """Each rule tests its service (two compares) before its set lookups, and a matchTags
-    rule's pair lookup runs only when its lookup chain set a scratch mark.  As rendered, a
-    packet pays every rule's set lookups until one fails, and every matchTags rule's pair
-    lookup, unconditionally."""
-    out = []
-    for line in script.splitlines():
-        found = _SERVICE.search(line)
-        if found and "@s_" in line[: found.start()]:
-            indent = line[: len(line) - len(line.lstrip())]
-            rest = " ".join((line[: found.start()] + line[found.end() :]).split())
-            line = f"{indent}{found.group(0)} {rest}"
-        line = _PAIR_LOOKUP.sub(rf"\1{_MARK_TEST} \2", line)
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
-def dispatched(script: str) -> str:
-    """``cheap_first``, and each tier chain split by service: one verdict-map lookup on
-    ``meta l4proto . th dport`` (and one compare per ICMP type) goes to a sub-chain holding,
-    in their order, only the rules of that service and the rules for any service; those also
-    stay in the tier chain for packets of no listed service.  First match is kept: a packet
-    meets the same rules in the same order, minus those that cannot match its port.  (The
-    bench's port ranges are disjoint; overlapping ones would have to be split first.)"""
-    lines = cheap_first(script).splitlines()
-    out: list[str] = []
-    subchains: list[str] = []
-    i = 0
-    while i < len(lines):
-        head = _TIER_CHAIN.match(lines[i])
-        if head is None:
-            out.append(lines[i])
-            i += 1
-            continue
-        chain, body = head.group(1), []
-        i += 1
-        while lines[i].strip() != "}":
-            body.append(lines[i].strip())
-            i += 1
-        i += 1
-        units: list[list[str]] = []  # one rule's nft rules: matchTags pairs and their clear
-        for line in body:
-            if units and (line == _SCRATCH_CLEAR or " jump mt_" in units[-1][-1]):
-                units[-1].append(line)
-            else:
-                units.append([line])
-        groups: dict[str, list[list[str]]] = {}
-        anys: list[list[str]] = []
-        for unit in units:
-            found = _DISPATCHED.match(unit[0])
-            if found is None:  # any service, or a protocol without ports: every group's
-                anys.append(unit)
-                for members_ in groups.values():
-                    members_.append(unit)
-            else:
-                groups.setdefault(found.group(1), list(anys)).append(unit)
-        out.append(f"  chain {chain} {{")
-        vmap = []
-        for n, (service, group) in enumerate(groups.items()):
-            sub = f"{chain}_{n}"
-            subchains += [f"  chain {sub} {{", *(f"    {x}" for u in group for x in u), "  }"]
-            ports = re.fullmatch(r"meta l4proto (\w+) th dport (\S+)", service)
-            if ports:
-                vmap.append(f"{ports.group(1)} . {ports.group(2)} : goto {sub}")
-            else:
-                out.append(f"    {service} goto {sub}")
-        if vmap:
-            out.append(f"    meta l4proto . th dport vmap {{ {', '.join(vmap)} }}")
-        out += [f"    {x}" for u in anys for x in u]
-        out.append("  }")
-    # Sub-chains before the tier chains that go to them (after sets and lookup chains).
-    first = next((j for j, x in enumerate(out) if _TIER_CHAIN.match(x)), len(out))
-    return "\n".join(out[:first] + subchains + out[first:]) + "\n"
-
-
+DIAGNOSTIC_VARIANTS = ("ct-only",)
 # -- the run ---------------------------------------------------------------------------------
 
 
@@ -685,25 +572,10 @@ class Rulesets:
 
     programs: dict[str, Program]
     iptables: dict[str, list[str]]  # iptables-restore input
-    scripts: dict[str, dict[str, str]]  # prototype variant → host → nft script (--diagnose)
 
 
-def rulesets(lab: Lab, programs: dict[str, Program], variants: tuple[str, ...]) -> Rulesets:
-    scripts: dict[str, dict[str, str]] = {}
-    prototypes = {"cheap-first": cheap_first, "dispatched": dispatched}
-    if any(v in prototypes for v in variants):
-        rendered = {}
-        for host, program in programs.items():  # the script tagwall loads, as the base
-            dp = NftDatapath(netns=lab.hosts[host])
-            dp.load(program)
-            rendered[host] = dp.last_script
-            dp.close()
-            nft_cleanup(lab.hosts[host])
-        for v, rewrite in prototypes.items():
-            scripts[v] = {host: rewrite(text) for host, text in rendered.items()}
-            if scripts[v] == rendered:
-                raise RuntimeError(f"prototype {v} changed nothing: has the rendering changed?")
-    return Rulesets(programs, {h: iptables_lines(p) for h, p in programs.items()}, scripts)
+def rulesets(programs: dict[str, Program]) -> Rulesets:
+    return Rulesets(programs, {h: iptables_lines(p) for h, p in programs.items()})
 
 
 def _enforce(variant: str, lab: Lab, sets: Rulesets, tool: str) -> Callable[[], int]:
@@ -726,11 +598,9 @@ def _enforce(variant: str, lab: Lab, sets: Rulesets, tool: str) -> Callable[[], 
         for host, lines in sets.iptables.items():
             load_iptables(lab.hosts[host], tool, lines)
         return lambda: iptables_allow_packets(lab.hosts[CLIENT_HOST], tool)
-    for host, ns in lab.hosts.items():
-        if variant == "ct-only":
+    if variant == "ct-only":
+        for ns in lab.hosts.values():
             _in_ns(ns, "nft", "-f", "-", stdin=CT_ONLY)
-        elif variant in sets.scripts:
-            _in_ns(ns, "nft", "-f", "-", stdin=sets.scripts[variant][host])
     return lambda: -1
 
 
@@ -739,7 +609,7 @@ def run_variants(
 ) -> tuple[dict[str, list[dict[str, float]]], dict[str, Any]]:
     """``args.repeats`` rounds; in each, every variant in force alone (after ``_clear``), then
     measured."""
-    sets = rulesets(lab, programs, variants)
+    sets = rulesets(programs)
     runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     load_s: list[float] = []
     blocked_runs: dict[str, list[bool]] = {v: [] for v in variants}
@@ -913,11 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         **extra,
         "target_ratio_vs_none": TARGET_RATIO_VS_NONE,
     }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:38} {value}")
+    report(result, args.json)
     return 0
 
 
