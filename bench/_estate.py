@@ -36,6 +36,20 @@ def address(i: int) -> str:
     return f"10.{i // 65536}.{i // 256 % 256}.{i % 256}"
 
 
+def workload_tags(rng: random.Random, applications: int = 100) -> dict[str, Any]:
+    """Tags of one generated workload: an application, a tier, a deployment, a site, and for
+    30% two labels."""
+    tags: dict[str, Any] = {
+        "application": f"app{rng.randrange(applications)}",
+        "tier": rng.choice(TIERS),
+        "deployment": rng.choice(DEPLOYMENTS),
+        "site": rng.choice(SITES),
+    }
+    if rng.random() < 0.3:
+        tags["label"] = rng.sample(LABELS, 2)
+    return tags
+
+
 def tier_rule(
     rng: random.Random,
     index: int,

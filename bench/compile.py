@@ -23,7 +23,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from _estate import DEPLOYMENTS, LABELS, SITES, TIERS, address, doc, report, say, tier_rule
+from _estate import (
+    address,
+    doc,
+    report,
+    say,
+    tier_rule,
+    workload_tags,
+)
 
 from tagwall.compiler import Compiler
 from tagwall.model import Config, Document, Tags, TrafficDirection, Workload, load
@@ -40,15 +47,8 @@ def generate(n_workloads: int, n_hosts: int, n_rules: int, n_sets: int, seed: in
     for p in range(20):
         docs.append(doc("Project", f"proj{p}", {}))
     for i in range(n_workloads):
-        app = rng.randrange(n_apps)
-        tags: dict[str, Any] = {
-            "application": f"app{app}",
-            "tier": rng.choice(TIERS),
-            "deployment": rng.choice(DEPLOYMENTS),
-            "site": rng.choice(SITES),
-        }
-        if rng.random() < 0.3:
-            tags["label"] = rng.sample(LABELS, 2)
+        tags = workload_tags(rng, n_apps)
+        app = int(tags["application"].removeprefix("app"))
         spec = {
             "host": f"host{i % n_hosts}",
             "interfaces": [{"name": "eth0", "ips": [address(i)]}],

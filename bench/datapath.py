@@ -79,7 +79,14 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _estate import DEPLOYMENTS, LABELS, SITES, TIERS, address, doc, report, say, tier_rule
+from _estate import (
+    address,
+    doc,
+    report,
+    say,
+    tier_rule,
+    workload_tags,
+)
 
 from tagwall._netns import entered
 from tagwall.compiler import AddressSet, CompiledRule, Compiler, Program
@@ -153,18 +160,10 @@ def intent_documents(members: int, rules: int) -> list[dict[str, Any]]:
     rng = random.Random(7)
     docs = lab_documents()
     for i in range(members):
-        tags: dict[str, Any] = {
-            "application": f"app{rng.randrange(100)}",
-            "tier": rng.choice(TIERS),
-            "deployment": rng.choice(DEPLOYMENTS),
-            "site": rng.choice(SITES),
-        }
-        if rng.random() < 0.3:
-            tags["label"] = rng.sample(LABELS, 2)
         spec = {
             "host": f"host{i % N_OTHER_HOSTS}",
             "interfaces": [{"name": "eth0", "ips": [_ip(i)]}],
-            "tags": tags,
+            "tags": workload_tags(rng),
         }
         docs.append(doc("Workload", f"w{i}", spec))
     docs.append(

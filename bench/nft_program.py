@@ -34,7 +34,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from _estate import DEPLOYMENTS, LABELS, SITES, TIERS, address, doc, report, say, tier_rule
+from _estate import (
+    SITES,
+    address,
+    doc,
+    report,
+    say,
+    tier_rule,
+    workload_tags,
+)
 
 from tagwall._netns import entered
 from tagwall.compiler import Compiler, Program
@@ -49,14 +57,7 @@ N_HOSTS = 250
 
 
 def workloaddoc(i: int, rng: random.Random) -> dict[str, Any]:
-    tags: dict[str, Any] = {
-        "application": f"app{rng.randrange(100)}",
-        "tier": rng.choice(TIERS),
-        "deployment": rng.choice(DEPLOYMENTS),
-        "site": rng.choice(SITES),
-    }
-    if rng.random() < 0.3:
-        tags["label"] = rng.sample(LABELS, 2)
+    tags = workload_tags(rng)
     spec: dict[str, Any] = {
         "host": f"host{i % N_HOSTS}",
         "interfaces": [{"name": "eth0", "ips": [address(i + 1)]}],

@@ -308,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {"agents": args.agents, "trials": args.trials}
     with tempfile.TemporaryDirectory(prefix="tagwall-bench-") as tmp:
-        say(
-            f"controller: {args.agents} hosts, {args.workloads_per_host} workloads each …"
-        )
+        say(f"controller: {args.agents} hosts, {args.workloads_per_host} workloads each …")
         process, url = start_controller(Path(tmp), manifests(args.agents, args.workloads_per_host))
         try:
             all_acked, single, size = asyncio.run(sim_agents(url, args.agents, args.trials))

@@ -131,39 +131,38 @@ def rules(draw: st.DrawFn, workloads: list[str], groups: list[str], position: in
 
 
 @st.composite
-def models(draw: st.DrawFn) -> list[Manifest]:
+def project_documents(draw: st.DrawFn) -> list[Manifest]:
     docs: list[Manifest] = []
     for p in PROJECTS:
         spec: Manifest = {}
         if draw(st.booleans()):
             spec["tags"] = {"application": draw(st.sampled_from(APPS))}
         docs.append(_manifest("Project", p, spec))
-    names: list[str] = []
-    for i in range(draw(st.integers(2, 6))):
-        name = f"w{i}"
-        spec = {
-            "kind": draw(st.sampled_from(["vm", "vm", "container", "external"])),
-            "interfaces": [{"name": "eth0", "ips": [f"10.0.0.{i + 1}"]}],
-            "tags": draw(tag_maps()),
-        }
-        host = draw(st.sampled_from([*HOSTS, None]))
-        if host and spec["kind"] != "external":
-            spec["host"] = host
-        if draw(st.booleans()):
-            spec["ports"] = [{"name": "http", "port": draw(st.sampled_from([80, 8080, 85]))}]
-        docs.append(_manifest("Workload", name, spec, draw(st.sampled_from([*PROJECTS, None]))))
-        names.append(name)
-    groups: list[str] = []
+    return docs
+
+
+@st.composite
+def address_groups(draw: st.DrawFn, exceptions: dict[str, list[str]]) -> list[Manifest]:
+    """0 to 2 groups over a few prefixes; a group of a prefix in ``exceptions`` may leave those
+    out."""
+    docs: list[Manifest] = []
     for i in range(draw(st.integers(0, 2))):
         spec = {
             "prefixes": [draw(st.sampled_from(["192.0.2.0/28", "10.0.0.0/29", "10.0.0.192/26"]))]
         }
         if draw(st.booleans()):
             spec["labels"] = draw(st.lists(st.sampled_from(LABELS), min_size=1, unique=True))
-        if spec["prefixes"] == ["192.0.2.0/28"] and draw(st.booleans()):
-            spec["except"] = ["192.0.2.8/29"]
+        if spec["prefixes"][0] in exceptions and draw(st.booleans()):
+            spec["except"] = exceptions[spec["prefixes"][0]]
         docs.append(_manifest("AddressGroup", f"g{i}", spec))
-        groups.append(f"g{i}")
+    return docs
+
+
+@st.composite
+def policy_documents(draw: st.DrawFn, names: list[str], groups: list[str]) -> list[Manifest]:
+    """1 to 3 FirewallPolicies of 0 to 4 rules, 1 to 3 ApplicationPolicySets using them, and maybe a
+    default-deny posture."""
+    docs: list[Manifest] = []
     policies: list[str] = []
     for i in range(draw(st.integers(1, 3))):
         n_rules = draw(st.integers(0, 4))
@@ -194,6 +193,30 @@ def models(draw: st.DrawFn) -> list[Manifest]:
         )
     if draw(st.booleans()):
         docs.append(_manifest("Settings", "default", {"defaultPosture": "deny"}))
+    return docs
+
+
+@st.composite
+def models(draw: st.DrawFn) -> list[Manifest]:
+    docs = draw(project_documents())
+    names: list[str] = []
+    for i in range(draw(st.integers(2, 6))):
+        name = f"w{i}"
+        spec = {
+            "kind": draw(st.sampled_from(["vm", "vm", "container", "external"])),
+            "interfaces": [{"name": "eth0", "ips": [f"10.0.0.{i + 1}"]}],
+            "tags": draw(tag_maps()),
+        }
+        host = draw(st.sampled_from([*HOSTS, None]))
+        if host and spec["kind"] != "external":
+            spec["host"] = host
+        if draw(st.booleans()):
+            spec["ports"] = [{"name": "http", "port": draw(st.sampled_from([80, 8080, 85]))}]
+        docs.append(_manifest("Workload", name, spec, draw(st.sampled_from([*PROJECTS, None]))))
+        names.append(name)
+    groups = draw(address_groups({"192.0.2.0/28": ["192.0.2.8/29"]}))
+    docs += groups
+    docs += draw(policy_documents(names, [g["metadata"]["name"] for g in groups]))
     return docs
 
 

@@ -25,7 +25,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from strategies import APPS, LABELS, PROJECTS, _manifest, rules, selectors, tag_maps
+from strategies import (
+    PROJECTS,
+    _manifest,
+    address_groups,
+    policy_documents,
+    project_documents,
+    tag_maps,
+)
 
 from tagwall.compiler import Compiler
 from tagwall.datapath import SimDatapath, SimNetwork
@@ -74,12 +81,7 @@ def _workload(name: str, host: str | None, ip: str, project: str | None, **more:
 def lab_models(draw: st.DrawFn) -> list[Manifest]:
     """``strategies.models`` with the lab's fixed workloads: tags, kinds (vm or container)
     and named ports are drawn, names, addresses, hosts and projects are not."""
-    docs: list[Manifest] = []
-    for p in PROJECTS:
-        spec: Manifest = {}
-        if draw(st.booleans()):
-            spec["tags"] = {"application": draw(st.sampled_from(APPS))}
-        docs.append(_manifest("Project", p, spec))
+    docs = draw(project_documents())
     for name, host, ip, project in WORKLOADS:
         more: Manifest = {"tags": draw(tag_maps())}
         if host is not None:
@@ -87,43 +89,10 @@ def lab_models(draw: st.DrawFn) -> list[Manifest]:
         if draw(st.booleans()):
             more["ports"] = [{"name": "http", "port": draw(st.sampled_from([80, 8080, 85]))}]
         docs.append(_workload(name, host, ip, project, **more))
-    groups: list[str] = []
-    for i in range(draw(st.integers(0, 2))):
-        spec = {
-            "prefixes": [draw(st.sampled_from(["192.0.2.0/28", "10.0.0.0/29", "10.0.0.192/26"]))]
-        }
-        if draw(st.booleans()):
-            spec["labels"] = draw(st.lists(st.sampled_from(LABELS), min_size=1, unique=True))
-        if spec["prefixes"] == ["10.0.0.0/29"] and draw(st.booleans()):
-            spec["except"] = ["10.0.0.4/30"]  # w3, w4, w5 (and .7) out of the group
-        docs.append(_manifest("AddressGroup", f"g{i}", spec))
-        groups.append(f"g{i}")
-    policies: list[str] = []
-    for i in range(draw(st.integers(1, 3))):
-        spec = {
-            "mode": draw(st.sampled_from(["enforce", "enforce", "audit"])),
-            "rules": [draw(rules(NAMES, groups, j)) for j in range(draw(st.integers(0, 4)))],
-        }
-        docs.append(_manifest("FirewallPolicy", f"fp{i}", spec))
-        policies.append(f"fp{i}")
-    for i in range(draw(st.integers(1, 3))):
-        spec = {
-            "tier": draw(st.sampled_from(["admin", "application", "application", "baseline"])),
-            "priority": draw(st.integers(1, 3)),
-            "directions": draw(st.sampled_from([["ingress", "egress"], ["ingress"], ["egress"]])),
-            "policies": [
-                {"name": p, "sequence": draw(st.integers(1, 3))}
-                for p in draw(st.lists(st.sampled_from(policies), min_size=1, unique=True))
-            ],
-        }
-        if draw(st.booleans()):
-            spec["all"] = True
-        else:
-            spec["selector"] = draw(selectors())
-        project = draw(st.sampled_from([None, None, "p1"]))
-        docs.append(_manifest("ApplicationPolicySet", f"aps{i}", spec, project))
-    if draw(st.booleans()):
-        docs.append(_manifest("Settings", "default", {"defaultPosture": "deny"}))
+    # Excepting 10.0.0.4/30 leaves w3, w4, w5 (and .7) out of the group.
+    groups = draw(address_groups({"10.0.0.0/29": ["10.0.0.4/30"]}))
+    docs += groups
+    docs += draw(policy_documents(NAMES, [g["metadata"]["name"] for g in groups]))
     return docs
 
 
