@@ -77,3 +77,23 @@ def test_an_address_taken_by_a_reused_workload_is_still_refused() -> None:
             ],
             memo,
         )
+
+
+def test_a_project_tag_change_reaches_the_reused_workloads() -> None:
+    """Effective tags are reused only while projects and networks stay as they were."""
+
+    def estate(app: str) -> list[Manifest]:
+        return [
+            {"apiVersion": "tagwall/v1", "kind": "Project", "metadata": {"name": "p1"},
+             "spec": {"tags": {"application": app}}},
+            {"apiVersion": "tagwall/v1", "kind": "Workload",
+             "metadata": {"name": "w1", "project": "p1"},
+             "spec": {"host": "h1", "interfaces": [{"name": "eth0", "ips": ["10.0.0.1"]}]}},
+        ]  # fmt: skip
+
+    memo = WorkloadMemo()
+    first = _outcome(estate("a1"), memo)
+    second = _outcome(estate("a2"), memo)
+    assert isinstance(first, Config) and isinstance(second, Config)
+    assert first.effective["w1"].value("application") == "a1"
+    assert second.effective["w1"].value("application") == "a2"

@@ -62,10 +62,23 @@ class Config:
     by_ip: Mapping[IPAddress, str] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, **objects: object) -> Config:
-        """Build a Config and its derived indexes from already validated objects."""
+    def build(
+        cls, known: Mapping[str, tuple[Workload, Tags]] | None = None, **objects: object
+    ) -> Config:
+        """Build a Config and its derived indexes from already validated objects.
+
+        ``known``: effective tags computed before, by workload name, with the workload they
+        were computed for; reused for that very workload object.  The caller guarantees that
+        projects and networks are what they were then.
+        """
         cfg = cls(**objects)  # type: ignore[arg-type]  # keyword names are the fields above
-        effective = {w.name: cfg._compute_effective(w) for w in cfg.workloads.values()}
+        known = known or {}
+        effective = {}
+        for w in cfg.workloads.values():
+            hit = known.get(w.name)
+            effective[w.name] = (
+                hit[1] if hit is not None and hit[0] is w else cfg._compute_effective(w)
+            )
         by_ip = {ip: w.name for w in cfg.workloads.values() for ip in w.ips}
         object.__setattr__(cfg, "effective", effective)
         object.__setattr__(cfg, "by_ip", by_ip)

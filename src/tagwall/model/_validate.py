@@ -44,7 +44,7 @@ from ._objects import (
     TagType,
     Workload,
 )
-from ._tags import PROJECT_PSEUDO_TAG, valid_tag_type
+from ._tags import PROJECT_PSEUDO_TAG, Tags, valid_tag_type
 from ._validate_fields import Reader, valid_name
 from ._validate_objects import (
     build_address_group,
@@ -114,8 +114,9 @@ class WorkloadMemo:
     everything a workload's build reads (tag types, networks, broken objects) are unchanged.
 
     Why: a controller validates the whole would-be configuration on every write, and
-    building workloads is most of that cost (10 of 12 parts at 1,000 workloads); with the memo
-    a write that changes one workload builds one.  Reuse is exact: the cross-object checks a
+    building workloads and their effective tags is most of that cost (10 of 12 parts at 1,000
+    workloads); with the memo a write that changes one workload builds one and computes its
+    tags.  Reuse is exact: the cross-object checks a
     build makes (each IP used once) are replayed, and anything unusual (a problem, a clash)
     takes the full path.  Not thread-safe: one validation at a time per memo.
     """
@@ -123,6 +124,9 @@ class WorkloadMemo:
     def __init__(self) -> None:
         self._context: object = None
         self._built: dict[tuple[str | None, str], tuple[str, Workload]] = {}
+        # Effective tags of the last Config, by workload name; valid while the context
+        # (which includes projects and networks) holds.
+        self.effective: dict[str, tuple[Workload, Tags]] = {}
 
     def build(
         self, entry: _Admitted, problems: list[Problem], seen: set[tuple[str | None, str]]
@@ -144,9 +148,14 @@ class WorkloadMemo:
 
     def enter(self, scope: Scope) -> None:
         """Start a validation whose workloads see ``scope``; forget builds made under another."""
-        context = (dict(scope.tag_types), dict(scope.networks), frozenset(scope.broken))
+        context = (
+            dict(scope.tag_types),
+            dict(scope.projects),
+            dict(scope.networks),
+            frozenset(scope.broken),
+        )
         if context != self._context:
-            self._context, self._built = context, {}
+            self._context, self._built, self.effective = context, {}, {}
 
     def keep_only(self, seen: set[tuple[str | None, str]]) -> None:
         for key in self._built.keys() - seen:
@@ -198,7 +207,8 @@ def validate(documents: list[Document], memo: WorkloadMemo | None = None) -> Con
         order = {doc.where: i for i, doc in enumerate(documents)}
         problems.sort(key=lambda p: order.get(p.source, len(order)))  # stable within a doc
         raise ValidationError(problems)
-    return Config.build(
+    config = Config.build(
+        memo.effective if memo is not None else None,
         tag_types=scope.tag_types,
         projects=scope.projects,
         networks=scope.networks,
@@ -212,6 +222,9 @@ def validate(documents: list[Document], memo: WorkloadMemo | None = None) -> Con
         service_instances=scope.service_instances,
         settings=scope.settings,
     )
+    if memo is not None:
+        memo.effective = {name: (w, config.effective[name]) for name, w in config.workloads.items()}
+    return config
 
 
 def _admit(doc: Document, scope: Scope, problems: list[Problem]) -> _Admitted | None:
