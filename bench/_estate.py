@@ -1,5 +1,6 @@
 """What the benchmarks share: the tag vocabulary of their generated estates, manifest and
-address helpers, the random tier rule they all draw, and how a result is printed.
+address helpers, the random tier rule they all draw, ports, percentiles, and how a result is
+printed.
 
 Each benchmark keeps its own estate (sizes, placement, services, seeds); drawing rules
 through one function keeps the draws, and so every recorded figure, reproducible.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +19,20 @@ TIERS = ["web", "app", "db", "cache"]
 DEPLOYMENTS = ["prod", "staging", "dev"]
 SITES = ["ams", "fra", "lon", "nyc", "sfo"]
 LABELS = [f"l{i}" for i in range(10)]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0 to 1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def say(msg: str) -> None:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,8 +34,8 @@ from typing import Any
 
 import httpx
 import yaml
-from websockets.asyncio.client import connect
-from websockets.asyncio.server import serve
+from _estate import free_port, percentile
+from _fanout import websocket_fanout
 
 from tagwall.agent import Agent
 from tagwall.datapath import SimDatapath
@@ -47,13 +45,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 def say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def manifests(hosts: int, per_host: int) -> list[dict[str, Any]]:
@@ -89,11 +80,6 @@ def manifests(hosts: int, per_host: int) -> list[dict[str, Any]]:
          "spec": {"all": True, "policies": [{"name": "tiers", "sequence": 10}]}}
     )  # fmt: skip
     return docs
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def summary(all_acked: list[float], single: list[float]) -> dict[str, float]:
@@ -192,77 +178,6 @@ async def sim_agents(url: str, n_agents: int, trials: int) -> tuple[list[float],
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-# -- baseline: a bare WebSocket fan-out --------------------------------------------------------
-
-
-def _fanout_server(port: int, size: int, ready: Any) -> None:
-    async def main() -> None:
-        clients: set[Any] = set()
-        payload = "x" * size
-
-        async def handler(ws: Any) -> None:
-            if (await ws.recv()) == "hello":
-                clients.add(ws)
-            else:  # the trigger connection
-                async for _ in ws:
-                    for c in list(clients):
-                        await c.send(payload)
-                return
-            try:
-                async for _ in ws:
-                    pass  # acks
-            finally:
-                clients.discard(ws)
-
-        async with serve(handler, "127.0.0.1", port, max_size=None):
-            ready.set()
-            await asyncio.Future()
-
-    asyncio.run(main())
-
-
-async def fanout_baseline(
-    n_clients: int, trials: int, size: int
-) -> tuple[list[float], list[float]]:
-    port = free_port()
-    ready = multiprocessing.Event()
-    server = multiprocessing.Process(target=_fanout_server, args=(port, size, ready), daemon=True)
-    server.start()
-    ready.wait(30)
-    url = f"ws://127.0.0.1:{port}"
-    received: list[float] = []
-
-    async def client() -> None:
-        async with connect(url, max_size=None) as ws:
-            await ws.send("hello")
-            async for _ in ws:
-                received.append(time.perf_counter())
-                await ws.send("ack")
-
-    tasks = [asyncio.create_task(client()) for _ in range(n_clients)]
-    try:
-        await asyncio.sleep(1.0)
-        all_acked, single = [], []
-        async with connect(url) as trigger:
-            await trigger.send("trigger")
-            for _ in range(trials):
-                received.clear()
-                start = time.perf_counter()
-                await trigger.send("go")
-                while len(received) < n_clients:
-                    await asyncio.sleep(0.001)
-                times = [t - start for t in received]
-                all_acked.append(max(times))
-                single.extend(times)
-                await asyncio.sleep(0.05)
-        return all_acked, single
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        server.terminate()
-
-
 # -- lab ---------------------------------------------------------------------------------------
 
 
@@ -317,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             process.wait(10)
     tagwall = summary(all_acked, single)
     say(f"baseline: bare WebSocket fan-out of {size} bytes to {args.agents} clients …")
-    base_all, base_single = asyncio.run(fanout_baseline(args.agents, args.trials, size))
+    arrivals = websocket_fanout(args.agents, args.trials, size)
+    base_all, base_single = [max(t) for t in arrivals], [x for t in arrivals for x in t]
     baseline = summary(base_all, base_single)
     result.update(
         propagation_p50_s=tagwall["p50_s"],

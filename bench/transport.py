@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
-import socket
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,45 +27,13 @@ from multiprocessing.synchronize import Event
 from typing import Any
 
 import grpc
-from _estate import report, say
-from websockets.asyncio.client import connect
-from websockets.asyncio.server import serve
+from _estate import percentile, report, say
+from _fanout import Trial, run_fanout, websocket_fanout
 
 METHOD = "/tagwall.Push/Stream"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# -- servers (each in its own process) ---------------------------------------------------------
-
-
-def _websocket_server(port: int, size: int, ready: Event) -> None:
-    async def main() -> None:
-        clients: set[Any] = set()
-        payload = b"x" * size
-
-        async def handler(ws: Any) -> None:
-            if (await ws.recv()) != "trigger":
-                clients.add(ws)
-                try:
-                    async for _ack in ws:
-                        pass
-                finally:
-                    clients.discard(ws)
-                return
-            async for _go in ws:
-                await asyncio.gather(*(c.send(payload) for c in list(clients)))
-
-        async with serve(handler, "127.0.0.1", port, max_size=None):
-            ready.set()
-            await asyncio.Future()
-
-    asyncio.run(main())
+# -- the gRPC server (its own process; the WebSocket one is in _fanout.py) ---------------------
 
 
 def _grpc_server(port: int, size: int, ready: Event) -> None:
@@ -101,37 +67,7 @@ def _grpc_server(port: int, size: int, ready: Event) -> None:
     asyncio.run(main())
 
 
-# -- clients (in this process) -----------------------------------------------------------------
-
-
-class Trial:
-    """Arrival times of the current trial's message."""
-
-    def __init__(self) -> None:
-        self.received: list[float] = []
-
-
-Client = Callable[[str, Trial, asyncio.Event], Awaitable[None]]
-Trigger = Callable[[str], AsyncIterator[Callable[[], Awaitable[None]]]]
-
-
-async def websocket_client(url: str, trial: Trial, connected: asyncio.Event) -> None:
-    async with connect(url, max_size=None) as ws:
-        await ws.send("hello")
-        connected.set()
-        async for _message in ws:
-            trial.received.append(time.perf_counter())
-            await ws.send("ack")
-
-
-async def websocket_trigger(url: str) -> AsyncIterator[Callable[[], Awaitable[None]]]:
-    async with connect(url) as ws:
-        await ws.send("trigger")
-
-        async def go() -> None:
-            await ws.send("go")
-
-        yield go
+# -- gRPC clients (in this process) ------------------------------------------------------------
 
 
 async def grpc_client(target: str, trial: Trial, connected: asyncio.Event) -> None:
@@ -156,59 +92,21 @@ async def grpc_trigger(target: str) -> AsyncIterator[Callable[[], Awaitable[None
         yield go
 
 
-async def measure(
-    address: str, client: Client, trigger: Trigger, n_clients: int, trials: int
-) -> list[float]:
-    trial = Trial()
-    flags = [asyncio.Event() for _ in range(n_clients)]
-    tasks = [asyncio.create_task(client(address, trial, flag)) for flag in flags]
-    try:
-        await asyncio.wait_for(asyncio.gather(*(f.wait() for f in flags)), 60)
-        await asyncio.sleep(0.5)  # every stream registered on the server
-        times = []
-        async for go in trigger(address):
-            for _ in range(trials):
-                trial.received.clear()
-                start = time.perf_counter()
-                await go()
-                while len(trial.received) < n_clients:
-                    if time.perf_counter() - start > 30:
-                        raise SystemExit("not every client received the message within 30 s")
-                    await asyncio.sleep(0.0005)
-                times.append(max(trial.received) - start)
-                await asyncio.sleep(0.02)
-        return times
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
 def run_transport(name: str, n_clients: int, trials: int, size: int) -> list[float]:
-    port = free_port()
-    ready = multiprocessing.Event()
-    target = _websocket_server if name == "websocket" else _grpc_server
-    server = multiprocessing.Process(target=target, args=(port, size, ready), daemon=True)
-    server.start()
-    try:
-        if not ready.wait(30):
-            raise SystemExit(f"the {name} server did not start")
-        if name == "websocket":
-            return asyncio.run(
-                measure(f"ws://127.0.0.1:{port}", websocket_client, websocket_trigger,
-                        n_clients, trials)
-            )  # fmt: skip
-        return asyncio.run(
-            measure(f"127.0.0.1:{port}", grpc_client, grpc_trigger, n_clients, trials)
+    """Per trial, the time until every client had the message."""
+    if name == "websocket":
+        arrivals = websocket_fanout(n_clients, trials, size)
+    else:
+        arrivals = run_fanout(
+            _grpc_server,
+            lambda port: f"127.0.0.1:{port}",
+            grpc_client,
+            grpc_trigger,
+            n_clients,
+            trials,
+            size,
         )
-    finally:
-        server.terminate()
-        server.join(10)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return [max(times) for times in arrivals]
 
 
 def main(argv: list[str] | None = None) -> int:
