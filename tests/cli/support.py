@@ -29,7 +29,7 @@ def free_port() -> int:
 def run_tagwall(
     *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout_s: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "TAGWALL_SERVER"}
+    full_env = {k: v for k, v in os.environ.items() if k not in ("TAGWALL_SERVER", "TAGWALL_LAB")}
     full_env.update({"COLUMNS": "200", **(env or {})})
     return subprocess.run(
         [sys.executable, "-m", "tagwall.cli", *args],

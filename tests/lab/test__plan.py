@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
+from cli.support import EXAMPLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tagwall.errors import ValidationError
 from tagwall.lab import FABRIC_IPV4, GATEWAY_IPV4, Namespace, Role, Route, Topology, plan
 from tagwall.model import Config, Document, load, parse_documents
-
-from .support import EXAMPLES
 
 
 def _config(*manifests: dict[str, Any]) -> Config:

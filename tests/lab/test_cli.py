@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from cli.support import EXAMPLES
 from typer.testing import CliRunner
 
 from tagwall.cli import app
-
-from .support import EXAMPLES
 
 
 def _invoke(*args: str) -> tuple[int, str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli.support import EXAMPLES, run_tagwall
 
 from tagwall._netns import entered
 from tagwall.evaluator import make_flow, trace
@@ -40,7 +41,7 @@ from .enforcement_support import (
     running_lab,
     yaml_documents,
 )
-from .support import EXAMPLES, privileged, run_tagwall, unique_lab
+from .support import privileged, unique_lab
 
 pytestmark = privileged
 

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cli.support import (
+    EXAMPLES,
+    REPO,
+    controller_command,
+    free_port,
+    run_tagwall,
+    wait_until_serving,
+)
 
 from tagwall._netns import NETNS_DIR
 from tagwall.cli._common import load_config
@@ -28,7 +35,7 @@ from tagwall.lab import plan, probe
 from tagwall.lab._processes import is_running, lab_pids
 from tagwall.model import parse_flow_service
 
-from .support import EXAMPLES, REPO, privileged, run_tagwall, tagwall_json, unique_lab
+from .support import privileged, tagwall_json, unique_lab
 
 pytestmark = privileged
 
@@ -293,30 +300,17 @@ def test_down_cleans_up_without_the_state_file(tmp_path: Path) -> None:
 @pytest.fixture
 def outside_controller(tmp_path: Path) -> Iterator[str]:
     """A controller that is not the lab's: ``lab down`` must leave it running."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tagwall.cli",
-            "controller",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--data-dir",
-            str(tmp_path / "outside"),
-        ],
+        controller_command(port, tmp_path / "outside"),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not _healthy(url):
-            assert process.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_serving(url, process)
         yield url
     finally:
         process.kill()
