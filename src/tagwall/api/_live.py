@@ -72,6 +72,8 @@ class LiveConfig:
         self._cached: tuple[int, Config] | None = None  # guarded by _lock
         self._writing = threading.Lock()  # held by a write from its commit to its caching
         self._memo = WorkloadMemo()  # used by write checks only, one at a time (_writing)
+        self._reading = threading.Lock()  # held while loading a revision written elsewhere
+        self._read_memo = WorkloadMemo()  # used under _reading only
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -103,9 +105,16 @@ class LiveConfig:
                 cached = self._cached
             if cached is not None and cached[0] == self.store.revision():
                 return cached
-        snap = self.snapshot()
-        config = load(_documents([o.body for o in snap.objects], {}))
-        self._remember(snap.revision, config)
+        # A revision written elsewhere (another controller on the store): one load at a time,
+        # reusing the workloads the previous one built.
+        with self._reading:
+            with self._lock:
+                cached = self._cached
+            if cached is not None and cached[0] == self.store.revision():
+                return cached
+            snap = self.snapshot()
+            config = load(_documents([o.body for o in snap.objects], {}), self._read_memo)
+            self._remember(snap.revision, config)
         return snap.revision, config
 
     # -- writes --------------------------------------------------------------------------------
