@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["NETNS_DIR", "entered", "exists"]
+__all__ = ["NETNS_DIR", "entered"]
 
 NETNS_DIR = "/run/netns"
 _CLONE_NEWNET = 0x40000000
@@ -26,10 +26,6 @@ def _setns(fd: int) -> None:
     if _libc.setns(fd, _CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_DIR, name))
 
 
 @contextmanager
