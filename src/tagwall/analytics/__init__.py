@@ -1,0 +1,31 @@
+"""Flow analytics: flow records in columns from agents and collectors, their DuckDB store,
+and the questions operators ask of them (flows, top talkers, the graph by tags, violations).
+
+Owns the ``FlowBatch`` column contract (``_batch.py``) that every source produces.  Imports
+the model (to name workloads and tags) but never the compiler, the data path, the API or the
+CLI; ``analytics.collectors`` decodes exporters' packets and imports no store.
+"""
+
+from ._batch import (
+    COLUMNS,
+    FlowBatch,
+    RuleRef,
+    Source,
+    Verdict,
+    concat,
+    ip_columns,
+    ip_text,
+    ipv4_columns,
+)
+
+__all__ = [
+    "COLUMNS",
+    "FlowBatch",
+    "RuleRef",
+    "Source",
+    "Verdict",
+    "concat",
+    "ip_columns",
+    "ip_text",
+    "ipv4_columns",
+]
