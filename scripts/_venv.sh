@@ -45,7 +45,8 @@ ensure_venv() {
 }
 
 # ensure_system_packages: the Debian packages the data path, the lab and the benchmarks use
-# (nftables and libnftables, iproute2, conntrack, iperf3, iptables for the legacy baseline),
+# (nftables and libnftables, iproute2, conntrack, iperf3, iptables for the legacy baseline;
+# softflowd and pmacct as real flow exporters, nfdump's nfcapd as the ingest baseline),
 # installed with apt-get when a command or library is missing.  Needs root; without it, says
 # what is missing and goes on (the privileged tests then skip and say why).
 ensure_system_packages() {
@@ -56,6 +57,9 @@ ensure_system_packages() {
     command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
     command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    command -v softflowd >/dev/null 2>&1 || missing+=(softflowd)
+    command -v nfcapd >/dev/null 2>&1 || missing+=(nfdump)
+    command -v pmacctd >/dev/null 2>&1 || missing+=(pmacct)
     [ "${#missing[@]}" = 0 ] && return 0
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing Debian packages: ${missing[*]}" >&2
