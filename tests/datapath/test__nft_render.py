@@ -143,7 +143,8 @@ def test_every_matchtags_rule_looks_up_through_its_chain_and_clears_the_mark() -
         assert lines[i + 1].startswith(
             "meta mark and 0xff000000 == 0x74000000 ip daddr . meta mark @t_"
         )
-        assert " meta mark set 0 counter accept comment " in lines[i + 1]
+        assert " meta mark set 0 counter ct mark set " in lines[i + 1]
+        assert " accept comment " in lines[i + 1]
         assert lines[i + 2] == "meta mark and 0xff000000 == 0x74000000 meta mark set 0"
     assert script.count("saddr map @m_") == 1  # the map is bound by one rule only
 
@@ -369,7 +370,9 @@ def test_a_tier_chain_dispatches_by_service_and_each_chain_ends_with_isolation()
         "udp . 53 : goto egress_application_1 }"
     )
     for name in ("egress_application", "egress_application_0", "egress_application_1"):
-        assert chains[name][-1].endswith(f'counter drop comment "{ISOLATED_COMMENT}"')
+        assert chains[name][-1].endswith(
+            f'counter log group 29815 prefix "tw:e:65534" drop comment "{ISOLATED_COMMENT}"'
+        )
     # hand-over (udp/53, pass) only where udp/53 goes; partners (any service) everywhere
     assert [x for x in chains["egress_application_1"] if "hand-over" in x]
     assert not [

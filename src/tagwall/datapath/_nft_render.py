@@ -44,10 +44,12 @@ rules that cannot match it.  A tier chain whose chains would hold more than
 ``MAX_DISPATCH_COPIES`` copies per rule (+ 256) is not dispatched.
 
 Verdicts: allow, redirect → accept (steering is not rendered yet); deny → drop; reject →
-goto refuse; pass → return.  Audit rules are not rendered at all: the enforced verdict
-ignores them, and a counter on a verdict-less copy would count packets that an earlier rule
-decided, which reads as a would-match it is not.  ``log`` is not rendered yet (NFLOG comes
-with flow records).
+goto refuse; pass → return.  Each allow/deny/reject (and the isolation drop and the default
+posture) also reports which rule decided: ``ct mark`` for allowed flows, NFLOG for dropped
+packets (``_nft_decisions.py``; ``Layout.decisions`` holds the ids).  Audit rules are not
+rendered at all: the enforced verdict ignores them, and a counter on a verdict-less copy
+would count packets that an earlier rule decided, which reads as a would-match it is not.
+``log`` adds nothing: every flow is recorded with its decision already.
 
 Families: a packet is evaluated only when one end is a local address, so rules are rendered
 for the address families of the local interfaces (``Layout.families``) and nothing else; a
@@ -136,6 +138,13 @@ from ..compiler import (
 )
 from ..errors import DatapathError
 from ..model import Action, IPAddress, Posture, Protocol, Ref, Tier, TrafficDirection
+from ._nft_decisions import (
+    DECISION_ISOLATED,
+    DECISION_POSTURE,
+    DecisionKey,
+    allocate_decisions,
+    decision_statement,
+)
 
 __all__ = [
     "ISOLATED_COMMENT",
@@ -148,6 +157,7 @@ __all__ = [
     "Layout",
     "chain_names",
     "counter_index",
+    "decision_index",
     "layout_for",
     "render_cleanup",
     "render_closed",
@@ -182,11 +192,13 @@ _REFUSE = ("meta l4proto tcp reject with tcp reset", "reject with icmpx type adm
 @dataclass(frozen=True)
 class Layout:
     """What the rendering needs besides the program.  Invariant: ``tag_ids`` holds every value
-    tuple of every tag map of the program rendered with it, ids unique."""
+    tuple of every tag map of the program rendered with it, ids unique; ``decisions`` holds
+    the decision id of every rule of it (``_nft_decisions``), unique per direction."""
 
     table: str
     families: frozenset[int]  # address families of the local interfaces: {4}, {6}, {4, 6}
     tag_ids: Mapping[tuple[str, ...], int]
+    decisions: Mapping[DecisionKey, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +263,10 @@ def _rule_comment(block: Block, rule: CompiledRule) -> str:
     return _quote(f"{block.policy_set} {rule.policy} {rule.rule}")
 
 
+def _decision_keys(blocks: Iterable[tuple[TrafficDirection, Block]]) -> set[DecisionKey]:
+    return {(d, _rule_comment(b, r)) for d, b in blocks for r in b.rules if not r.audit}
+
+
 def _check_unique(names: Iterable[str]) -> None:
     seen: dict[str, str] = {}
     for name in names:
@@ -287,7 +303,11 @@ def layout_for(program: Program, table: str, previous: Layout | None = None) -> 
     used = {v for m in program.tag_maps.values() for v in m.values()}
     ids = {v: n for v, n in (previous.tag_ids.items() if previous else ()) if v in used}
     _allocate(ids, used)
-    return Layout(table, _families(program), ids)
+    blocks = [(d, b) for (d, _), bs in program.chains.items() for b in bs]
+    keys = _decision_keys(blocks)
+    decisions = {k: n for k, n in (previous.decisions.items() if previous else ()) if k in keys}
+    allocate_decisions(decisions, keys)
+    return Layout(table, _families(program), ids, decisions)
 
 
 # -- nft objects -----------------------------------------------------------------------------
@@ -490,16 +510,23 @@ def _services(services: tuple[CompiledService, ...] | None, family: int) -> list
     return out
 
 
+def _verdict(action: Action, direction: TrafficDirection, decision: int, comment: str) -> str:
+    report = decision_statement(action, direction, decision)
+    return " ".join(p for p in ("counter", report, _VERDICT[action], f"comment {comment}") if p)
+
+
 def _rule_lines(
     program: Program,
-    families: Iterable[int],
+    layout: Layout,
     direction: TrafficDirection,
     block: Block,
     rule: CompiledRule,
     memo: _Memo,
 ) -> list[str]:
     local_key = "saddr" if direction is TrafficDirection.EGRESS else "daddr"
-    verdict = f"counter {_VERDICT[rule.action]} comment {_rule_comment(block, rule)}"
+    comment = _rule_comment(block, rule)
+    verdict = _verdict(rule.action, direction, layout.decisions[(direction, comment)], comment)
+    families = sorted(layout.families)
     lines = []
     for family in families:
         ip = _IP[family]
@@ -659,7 +686,7 @@ def _dispatched(program: Program, direction: TrafficDirection, tier: Tier) -> in
 
 def _tier_chains(
     program: Program,
-    families: Iterable[int],
+    layout: Layout,
     direction: TrafficDirection,
     tier: Tier,
     memo: _Memo,
@@ -668,16 +695,17 @@ def _tier_chains(
     tier chain itself: the map, then the rules for packets no key covers.  The application
     tier ends each of them with the isolation drop: a packet that reaches an end matched no
     rule, while ``pass`` returned before it."""
-    fams = sorted(families)
+    fams = sorted(layout.families)
     rules = _tier_rules(program, direction, tier)
-    units = [_rule_lines(program, fams, direction, b, r, memo) for b, r in rules]
+    units = [_rule_lines(program, layout, direction, b, r, memo) for b, r in rules]
+    drop = _verdict(Action.DENY, direction, DECISION_ISOLATED, f'"{ISOLATED_COMMENT}"')
     iso_lines: list[str] = []
     iso = program.isolated.get(direction)
     if tier is Tier.APPLICATION and iso is not None:
         key = "saddr" if direction is TrafficDirection.EGRESS else "daddr"
         for family in fams:
             for match in _alternatives(program, iso, family, f"{_IP[family]} {key}", memo):
-                iso_lines.append(f'{match} counter drop comment "{ISOLATED_COMMENT}"'.lstrip())
+                iso_lines.append(f"{match} {drop}".lstrip())
     name = _tier_chain(direction, tier)
     plan = _plan([r for _, r in rules])
     out: list[tuple[str, list[str]]] = []
@@ -692,11 +720,11 @@ def _tier_chains(
 
 
 def _eval_lines(program: Program, d: TrafficDirection) -> list[str]:
-    posture = "accept" if program.default_posture is Posture.ALLOW else "drop"
+    posture = Action.ALLOW if program.default_posture is Posture.ALLOW else Action.DENY
     return [
         _SCRATCH_CLEAR,
         *(f"jump {_tier_chain(d, tier)}" for tier in Tier),
-        f'counter {posture} comment "{POSTURE_COMMENT}"',
+        _verdict(posture, d, DECISION_POSTURE, f'"{POSTURE_COMMENT}"'),
     ]
 
 
@@ -732,7 +760,7 @@ def render_load(program: Program, layout: Layout) -> str:
     out.append(f"  chain refuse {{ {'; '.join(_REFUSE)}; }}")
     for d in TrafficDirection:
         for tier in Tier:
-            for name, lines in _tier_chains(program, fams, d, tier, memo):
+            for name, lines in _tier_chains(program, layout, d, tier, memo):
                 out += _chain(name, lines)  # dispatched chains first: the map names them
         out += _chain(f"{d.value}_eval", _eval_lines(program, d))
     for d in TrafficDirection:
@@ -834,7 +862,8 @@ def render_update(
         delta = diff_programs(old, new)
     ids = dict(layout.tag_ids)
     _allocate(ids, _new_tuples(delta))
-    after = Layout(layout.table, layout.families, ids)
+    decisions = _decisions_after(old, new, layout, delta)
+    after = Layout(layout.table, layout.families, ids, decisions)
     if _families(new) != layout.families:
         full = layout_for(new, layout.table, after)
         return render_load(new, full), full
@@ -853,6 +882,24 @@ def render_update(
     _chain_changes(script, old, new, after, delta, reshaped)
     _dropped(script, old, new, after, delta)
     return script.text(), after
+
+
+def _decisions_after(
+    old: Program, new: Program, layout: Layout, delta: ProgramDelta
+) -> dict[DecisionKey, int]:
+    """``layout``'s decision ids with those of rules gone from ``new`` freed and new rules'
+    allocated; only the chains ``delta`` replaces are looked at, unless a rule left them (it
+    may have moved to another chain, so then all of ``new`` is)."""
+    decisions = dict(layout.decisions)
+    keys = list(delta.chains)
+    came = _decision_keys([(k[0], b) for k in keys for b in new.chains.get(k, ())])
+    went = _decision_keys([(k[0], b) for k in keys for b in old.chains.get(k, ())]) - came
+    if went:
+        went -= _decision_keys([(d, b) for (d, _), bs in new.chains.items() for b in bs])
+        for key in went:
+            decisions.pop(key, None)
+    allocate_decisions(decisions, came)
+    return decisions
 
 
 def _set_changes(
@@ -1012,7 +1059,7 @@ def _chain_changes(
     """Flush and refill the tier chains whose blocks changed or name a reshaped set (the
     application tier's also when its isolation set did), and the eval chains when the
     default posture changed."""
-    t, fams = layout.table, sorted(layout.families)
+    t = layout.table
     memo: _Memo = {}
     keys = {k for k, blocks in delta.chains.items() if old.chains.get(k, ()) != blocks}
     if reshaped:
@@ -1023,7 +1070,7 @@ def _chain_changes(
             keys.add((d, Tier.APPLICATION))
         for tier in Tier:
             if (d, tier) in keys:
-                chains = _tier_chains(new, fams, d, tier, memo)
+                chains = _tier_chains(new, layout, d, tier, memo)
                 _rewrite(script, t, chains, _dispatched_names(old, d, tier))
         if old.default_posture != new.default_posture:
             script.chains += _refill(t, f"{d.value}_eval", _eval_lines(new, d))
@@ -1074,4 +1121,23 @@ def counter_index(program: Program) -> dict[tuple[str, str], CounterKey]:
         out[(f"{d.value}_eval", POSTURE_COMMENT)] = CounterKey(
             d, None, None, None, POSTURE_COMMENT, posture
         )
+    return out
+
+
+def decision_index(
+    program: Program, layout: Layout
+) -> dict[tuple[TrafficDirection, int], CounterKey]:
+    """(direction, decision id) → the rule (or default) it stands for, for the program
+    rendered with ``layout``: what ``ct mark`` halves and NFLOG prefixes name."""
+    by_comment = {
+        (key.direction, comment): key for (_, comment), key in counter_index(program).items()
+    }
+    out = {
+        (d, n): by_comment[(d, comment[1:-1])]
+        for (d, comment), n in layout.decisions.items()
+        if (d, comment[1:-1]) in by_comment
+    }
+    for d in TrafficDirection:
+        out[(d, DECISION_ISOLATED)] = by_comment[(d, ISOLATED_COMMENT)]
+        out[(d, DECISION_POSTURE)] = by_comment[(d, POSTURE_COMMENT)]
     return out
