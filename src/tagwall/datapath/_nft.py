@@ -18,11 +18,13 @@ from typing import Any
 
 from ..compiler import Program, ProgramDelta, apply_delta
 from ..errors import DatapathError
+from ..model import TrafficDirection
 from ._nft_render import (
     CounterKey,
     Layout,
     chain_names,
     counter_index,
+    decision_index,
     layout_for,
     render_cleanup,
     render_closed,
@@ -148,6 +150,15 @@ class NftDatapath:
                 }
             )
         return out
+
+    def decisions(self) -> dict[tuple[TrafficDirection, int], CounterKey]:
+        """(direction, decision id) → the rule or default it names, for the program in force:
+        how to read the ``ct mark`` of a conntrack entry and the prefix of an NFLOG packet
+        (``_nft_decisions``).  Empty before a program is loaded."""
+        with self._lock:
+            if self._program is None or self._layout is None:
+                return {}
+            return decision_index(self._program, self._layout)
 
     def read_ruleset_text(self) -> str:
         """The table as ``nft list table`` prints it (for debugging)."""
