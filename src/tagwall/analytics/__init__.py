@@ -18,6 +18,7 @@ from ._batch import (
     ipv4_columns,
 )
 from ._enrich import Endpoint, Endpoints
+from ._ingest import Collectors, CollectorSpec, CollectorStatistics, parse_collector
 from ._queries import (
     Decision,
     FilterError,
@@ -32,10 +33,16 @@ from ._queries import (
     Talker,
     Violation,
 )
+from ._service import Analytics, AnalyticsStatistics
 from ._store import FlowStore, Message, StoreStatistics, SyslogRecord
 
 __all__ = [
     "COLUMNS",
+    "Analytics",
+    "AnalyticsStatistics",
+    "CollectorSpec",
+    "CollectorStatistics",
+    "Collectors",
     "Decision",
     "Endpoint",
     "Endpoints",
@@ -62,4 +69,5 @@ __all__ = [
     "ip_columns",
     "ip_text",
     "ipv4_columns",
+    "parse_collector",
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -27,11 +28,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..analytics import Analytics
 from ..control.hub import ProgramHub
 from ..errors import Problem, TagwallError, ValidationError
 from ..store import Store
 from ._agents import agents_router
 from ._drafts import drafts_router
+from ._flows import flows_router
 from ._http import (
     MAX_BODY_BYTES,
     BodySizeLimit,
@@ -45,6 +48,8 @@ from ._objects import objects_router
 from ._query import query_router
 
 __all__ = ["API_PREFIX", "create_app"]
+
+log = logging.getLogger("tagwall.api")
 
 API_PREFIX = "/api/v1"
 
@@ -65,25 +70,49 @@ def create_app(
     title: str = "tagwall controller",
     max_body_bytes: int = MAX_BODY_BYTES,
     controller_id: str = "controller",
+    analytics: Analytics | None = None,
 ) -> FastAPI:
     """The controller's REST API over ``store``; the caller owns (and closes) the store.
 
     ``max_body_bytes`` caps every request body (inclusive); larger bodies get 413.  While the
     app runs (its lifespan), a ``ProgramHub`` follows the store and streams programs to
-    agents; ``controller_id`` names this controller in the agents' status.
+    agents; ``controller_id`` names this controller in the agents' status.  With
+    ``analytics`` (not started; the app starts it, follows every revision with it and closes
+    it) the flow routes answer from its store.
     """
     live = LiveConfig(store)
     hub = ProgramHub(store, live.config, controller_id)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(hub.run(), name="program-hub")
+        tasks = [asyncio.create_task(hub.run(), name="program-hub")]
+        if analytics is not None:
+            await asyncio.to_thread(lambda: analytics.start(live.config()[1]))
+            tasks.append(asyncio.create_task(follow(analytics), name="analytics"))
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if analytics is not None:
+                await asyncio.to_thread(analytics.close)
+
+    async def follow(analytics: Analytics) -> None:
+        """Enrich flows against each new revision's workloads and tags."""
+        revision = store.revision()
+        while True:
+            async for _event in store.awatch(revision):
+                break
+            try:
+                revision, config = await asyncio.to_thread(live.config)
+            except TagwallError as exc:  # a foreign writer stored an invalid configuration
+                log.error("analytics keeps revision %s's endpoints: %s", revision, exc)
+                revision = store.revision()
+                continue
+            await asyncio.to_thread(analytics.update, config)
 
     app = FastAPI(
         title=title,
@@ -104,6 +133,7 @@ def create_app(
     app.include_router(query_router(live), prefix=API_PREFIX)
     app.include_router(drafts_router(live), prefix=API_PREFIX)
     app.include_router(agents_router(hub), prefix=API_PREFIX)
+    app.include_router(flows_router(analytics), prefix=API_PREFIX)
     app.include_router(objects_router(live), prefix=API_PREFIX)
 
     @app.get("/healthz", summary="Liveness: the store answers", tags=["health"])

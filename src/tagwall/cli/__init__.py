@@ -24,7 +24,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import TagwallError
-from . import _agent, _controller, _drafts, _lab, _offline, _server
+from . import _agent, _controller, _drafts, _flows, _lab, _offline, _server
 from ._common import CliError, report
 
 __all__ = ["app", "main"]
@@ -62,6 +62,10 @@ _COMMANDS: tuple[tuple[str, Callable[..., None]], ...] = (
     ("Questions (offline with -f FILE, or --server)", _offline.reach),
     ("Questions (offline with -f FILE, or --server)", _offline.compile_),
     ("Questions (offline with -f FILE, or --server)", _offline.convert),
+    ("Flows (analytics)", _flows.flows),
+    ("Flows (analytics)", _flows.graph),
+    ("Flows (analytics)", _flows.top),
+    ("Flows (analytics)", _flows.violations),
 )
 for _panel, _command in _COMMANDS:
     app.command(name=_command.__name__.rstrip("_"), rich_help_panel=_panel)(_command)

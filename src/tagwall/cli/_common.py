@@ -249,7 +249,7 @@ class Client:
         method: str,
         path: str,
         *,
-        params: Mapping[str, str | None] | None = None,
+        params: Mapping[str, str | list[str] | None] | None = None,
         json_body: object = None,
         documents: Sequence[Document] = (),
     ) -> Any:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from ..model import Document
-from ._common import Client, CliError, FilesOpt, fail, out, read_documents, report
+from ._common import Client, CliError, FilesOpt, err, fail, out, read_documents, report
 
 __all__ = ["controller"]
 
@@ -68,6 +68,22 @@ def _apply_at_start(url: str, documents: list[Document]) -> None:
     out.print(f"applied {len(documents)} manifest(s) at start: revision {result.get('revision')}")
 
 
+def _analytics(path: Path, specs: list[Any], retention_days: int) -> Any:
+    """The analytics role on ``path``, or None (said on stderr) when another process holds
+    the file: one analytics role per flow store."""
+    import duckdb
+
+    from ..analytics import Analytics
+
+    try:
+        return Analytics(path, collectors=specs, retention_days=retention_days)
+    except duckdb.IOException as exc:
+        if specs:
+            fail(f"cannot open the flow store {path}: {exc}")
+        err.print(f"warning: running without flows: {path} is in use ({exc})".splitlines()[0])
+        return None
+
+
 def controller(
     listen: Annotated[
         str, typer.Option("--listen", help="HOST:PORT to serve the API on.")
@@ -77,9 +93,39 @@ def controller(
     ] = Path("var/tagwall"),
     files: FilesOpt = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "warning",
+    flows: Annotated[
+        str,
+        typer.Option(
+            "--flows",
+            help="DuckDB file of the analytics role (default DATA_DIR/flows.duckdb), or 'off'.",
+        ),
+    ] = "",
+    collect: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--collect",
+            help="Collect flows on a UDP port: ipfix|netflow|sflow|syslog[:[HOST:]PORT] "
+            "(default ports 4739, 2055, 6343, 514); repeatable.",
+        ),
+    ] = None,
+    retention_days: Annotated[
+        int, typer.Option("--retention-days", min=1, help="Days of raw flows kept.")
+    ] = 30,
 ) -> None:
-    """Serve the REST API over the store in DATA_DIR; -f applies manifests at start."""
+    """Serve the REST API over the store in DATA_DIR; -f applies manifests at start.
+
+    The same process runs the analytics role (flows in a DuckDB file) unless --flows off;
+    when another controller already holds that file, this one runs without it and says so.
+    """
     documents = read_documents(files) if files else []  # syntax errors fail before serving
+    from ..analytics import parse_collector
+
+    try:
+        specs = [parse_collector(text) for text in collect or ()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--collect") from exc
+    if specs and flows == "off":
+        raise typer.BadParameter("collectors need the analytics role", param_hint="--collect")
     sock = _bind(listen)
     import uvicorn
 
@@ -91,15 +137,22 @@ def controller(
     except OSError as exc:
         fail(f"cannot create the data directory {data_dir}: {exc.strerror or exc}")
     store = SqliteStore(data_dir / "store.db")
+    analytics = (
+        None
+        if flows == "off"
+        else _analytics(Path(flows) if flows else data_dir / "flows.duckdb", specs, retention_days)
+    )
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    config = uvicorn.Config(
-        create_app(store, controller_id=url), log_level=log_level, access_log=False
-    )
+    app = create_app(store, controller_id=url, analytics=analytics)
+    config = uvicorn.Config(app, log_level=log_level, access_log=False)
     try:
         status = asyncio.run(_serve(uvicorn.Server(config), sock, url, documents))
     except KeyboardInterrupt:
         status = 0
+    except OSError as exc:  # a collector's port is taken: the lifespan failed to start
+        report(CliError(f"cannot start the collectors: {exc}"))
+        status = 1
     finally:
         store.close()
     if status:

@@ -1,0 +1,144 @@
+"""What every decoder shares: its result, its one error, its counters and its protocol.
+
+Contract of a decoder (every module of this package keeps it, and the fuzz tests check it):
+
+* ``decode(packet, exporter, received_ms)`` returns a :class:`Decoded` or raises
+  :class:`DecodeError`, and nothing else, whatever the bytes;
+* a packet that raises changed no state except what it carried before the fault (an IPFIX
+  template set that precedes a truncated data set is kept, as a real exporter meant it);
+* ``exporter`` is the sender's address as the UDP server saw it (``"192.0.2.1"``); state such
+  as templates is kept per exporter, so two exporters never see each other's templates;
+* ``received_ms`` is the arrival time, Unix ms; it stands in for record times the packet
+  does not carry (sFlow has none; a syslog line may have none).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .._batch import FlowBatch
+
+__all__ = [
+    "DecodeError",
+    "Decoded",
+    "Decoder",
+    "DecoderStatistics",
+    "SyslogMessage",
+]
+
+
+class DecodeError(ValueError):
+    """A malformed packet.  ``field`` names where in the packet (``"ipfix.set.length"``),
+    ``reason`` says what is wrong in a few fixed words (statistics count by
+    ``"<field>: <reason>"``, so the pair never contains values), ``value`` is the offending
+    value when there is one.
+
+    Example: ``DecodeError("netflow5.header.count", "records run past the packet", 31)``.
+    """
+
+    def __init__(self, field: str, reason: str, value: object = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.value = value
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{field}: {reason}{shown}")
+
+    @property
+    def key(self) -> str:
+        """The statistics key: field and reason without the value."""
+        return f"{self.field}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogMessage:
+    """A syslog line that no known firewall format matched, kept as text.
+
+    ``facility`` and ``severity`` come from the PRI (``<134>`` → facility 16 local0, severity
+    6 info); ``timestamp_ms`` is the header's time (Unix ms) or ``None`` when it had none;
+    ``hostname`` and ``app`` are ``None`` when the header had none (RFC 5424's ``-``).
+    """
+
+    received_ms: int
+    exporter: str
+    facility: int
+    severity: int
+    timestamp_ms: int | None
+    hostname: str | None
+    app: str | None
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What one call of a decoder found: flow batches (one per template, or one per call)
+    and the syslog lines that carry no flow."""
+
+    batches: tuple[FlowBatch, ...] = ()
+    messages: tuple[SyslogMessage, ...] = ()
+
+    @property
+    def records(self) -> int:
+        """Flow records over all batches."""
+        return sum(len(b) for b in self.batches)
+
+
+@dataclass(frozen=True, slots=True)
+class DecoderStatistics:
+    """A decoder's counters since it was made.
+
+    ``packets`` counts every call's packet, good or bad; ``records`` the flow records returned;
+    ``dropped`` the flow records seen but not returned (no address, unparsable header);
+    ``skipped`` the units that carry no flow or cannot be read yet (a data set whose template
+    has not arrived, an sFlow counter sample, an options record); ``messages`` the syslog
+    lines returned as text; ``templates`` the templates known now; ``errors`` the packets that
+    raised, by :attr:`DecodeError.key`.
+    """
+
+    packets: int = 0
+    records: int = 0
+    dropped: int = 0
+    skipped: int = 0
+    messages: int = 0
+    templates: int = 0
+    errors: Mapping[str, int] = field(default_factory=dict)
+
+
+class Decoder(Protocol):
+    """One protocol's decoder, stateful per exporter where the protocol needs it."""
+
+    def decode(self, packet: bytes, exporter: str, received_ms: int) -> Decoded:
+        """Flows and messages of one packet; raises only :class:`DecodeError`."""
+        ...
+
+    def decode_many(self, packets: Iterable[bytes], exporter: str, received_ms: int) -> Decoded:
+        """The same as decoding each packet in order, in fewer, larger batches.  A malformed
+        packet is counted in ``statistics().errors`` and skipped; it never raises."""
+        ...
+
+    def statistics(self) -> DecoderStatistics: ...
+
+
+class Counters:
+    """The mutable side of :class:`DecoderStatistics`; only its decoder writes it."""
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.records = 0
+        self.dropped = 0
+        self.skipped = 0
+        self.messages = 0
+        self.errors: Counter[str] = Counter()
+
+    def snapshot(self, templates: int = 0) -> DecoderStatistics:
+        return DecoderStatistics(
+            self.packets,
+            self.records,
+            self.dropped,
+            self.skipped,
+            self.messages,
+            templates,
+            dict(self.errors),
+        )

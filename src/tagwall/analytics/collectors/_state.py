@@ -1,0 +1,146 @@
+"""Decoder state shared by the template protocols (IPFIX, NetFlow v9) and NetFlow v5:
+templates and options state per exporter and domain, data sets waiting to be decoded, and
+the decode / decode_many / statistics plumbing.
+
+Why a base class: the three decoders differ only in how one packet splits into templates
+and data sets (``_message``); batching across packets, error counting and the guarantee
+that a malformed packet contributes no records are the same and written once here.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from typing import ClassVar
+
+import numpy as np
+
+from .._batch import FlowBatch, Source
+from ._base import Counters, Decoded, DecodeError, DecoderStatistics
+from ._template import Chunk, Template, columns, uint
+
+__all__ = ["Found", "PacketDecoder", "Templates"]
+
+# What one packet yielded: data sets to decode, with their template.
+Found = list[tuple[Template, Chunk]]
+
+
+class PacketDecoder(abc.ABC):
+    """A decoder whose packets hold data sets of (compiled) templates."""
+
+    source: ClassVar[Source]
+
+    def __init__(self) -> None:
+        self._templates = Templates()
+        self._counters = Counters()
+
+    @abc.abstractmethod
+    def _message(self, packet: bytes, exporter: str) -> Found:
+        """The data sets of one packet; raises :class:`DecodeError` if it is malformed.
+        It may learn templates and options state on the way (kept even if it raises later:
+        the exporter meant them)."""
+
+    def decode(self, packet: bytes, exporter: str, received_ms: int) -> Decoded:
+        """The flows of one packet.  Raises :class:`DecodeError` if it is malformed."""
+        self._counters.packets += 1
+        try:
+            found = self._message(packet, exporter)
+        except DecodeError as error:
+            self._counters.errors[error.key] += 1
+            raise
+        return self._batches(found, exporter)
+
+    def decode_many(self, packets: Iterable[bytes], exporter: str, received_ms: int) -> Decoded:
+        """The flows of many packets of one exporter, one batch per template; a malformed
+        packet is counted in ``statistics().errors`` and contributes nothing."""
+        found: Found = []
+        for packet in packets:
+            self._counters.packets += 1
+            try:
+                found += self._message(packet, exporter)
+            except DecodeError as error:
+                self._counters.errors[error.key] += 1
+        return self._batches(found, exporter)
+
+    def statistics(self) -> DecoderStatistics:
+        return self._counters.snapshot(len(self._templates))
+
+    def _batches(self, found: Found, exporter: str) -> Decoded:
+        """One batch per template: one ``frombuffer`` however many packets fed it."""
+        by_template: dict[Template, list[Chunk]] = {}
+        for template, chunk in found:
+            if chunk.count:
+                by_template.setdefault(template, []).append(chunk)
+        batches: list[FlowBatch] = []
+        for template, chunks in by_template.items():
+            table = columns(template, chunks)
+            if table is None:
+                self._counters.dropped += sum(c.count for c in chunks)
+            else:
+                batches.append(FlowBatch.of(self.source, exporter, table))
+                self._counters.records += len(batches[-1])
+        return Decoded(tuple(batches))
+
+
+class Templates:
+    """Templates and options state, each kept per ``(exporter, domain)``: IPFIX's observation
+    domain or NetFlow v9's source id.  So two exporters, or two domains of one, may reuse a
+    template id for different layouts.  Only the owning decoder mutates it.
+    """
+
+    def __init__(self) -> None:
+        # (exporter, domain, template id) → (template, is an options template)
+        self._known: dict[tuple[str, int, int], tuple[Template, bool]] = {}
+        self._boot_ms: dict[tuple[str, int], int] = {}
+        self._sampling: dict[tuple[str, int], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def learn(self, exporter: str, domain: int, template: Template, *, options: bool) -> Template:
+        """Keep ``template`` (replacing that id); a resent, equal template keeps the compiled
+        one it already has, so data sets of many packets still meet in one :class:`Pending`.
+        """
+        key = (exporter, domain, template.template_id)
+        known = self._known.get(key)
+        if known is not None and known[1] == options and known[0].fields == template.fields:
+            return known[0]
+        self._known[key] = (template, options)
+        return template
+
+    def get(self, exporter: str, domain: int, template_id: int) -> tuple[Template, bool] | None:
+        return self._known.get((exporter, domain, template_id))
+
+    def withdraw(self, exporter: str, domain: int, template_id: int) -> None:
+        self._known.pop((exporter, domain, template_id), None)
+
+    def withdraw_all(self, exporter: str, domain: int, *, options: bool) -> None:
+        """Forget every data (or every options) template of the domain."""
+        for key, (_, is_options) in list(self._known.items()):
+            if key[:2] == (exporter, domain) and is_options == options:
+                del self._known[key]
+
+    def boot_ms(self, exporter: str, domain: int) -> int | None:
+        """The exporter's boot time (Unix ms) an options record told, if any."""
+        return self._boot_ms.get((exporter, domain))
+
+    def sampling(self, exporter: str, domain: int) -> int:
+        """Packets per sampled packet, as an options record told (1 if none did)."""
+        return self._sampling.get((exporter, domain), 1)
+
+    def apply_options(self, exporter: str, domain: int, template: Template, rows: bytes) -> None:
+        """Take the boot time and sampling rate of options records (the last record wins)."""
+        if not template.roles:
+            return  # nothing to read (and maybe a zero itemsize)
+        table = np.frombuffer(rows, template.dtype)
+        if not len(table):
+            return
+        key = (exporter, domain)
+        if (boot := uint(table, template, "boot_ms")) is not None:
+            self._boot_ms[key] = int(boot[-1])
+        if (interval := uint(table, template, "sampling")) is not None and interval[-1] > 0:
+            self._sampling[key] = int(interval[-1])
+        taken = uint(table, template, "sampling_packets")
+        space = uint(table, template, "sampling_space")
+        if taken is not None and space is not None and taken[-1] > 0:
+            self._sampling[key] = int((taken[-1] + space[-1]) // taken[-1])

@@ -1,0 +1,1 @@
+"""Tests of tagwall.analytics.collectors: one file per decoder, plus real exporters (root)."""
