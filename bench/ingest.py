@@ -10,9 +10,9 @@ Each receiver in turn listens on a loopback port; a sender process blasts the wh
 it as fast as it can (one core; far more records per second than either receiver takes), then
 the receiver is given time to drain its socket and store what it read:
 
-* tagwall — ``Collectors`` (the ipfix decoder, bursts of datagrams, numpy columns) with a sink
-  that enriches against an estate of 10,000 workloads and appends to a ``FlowStore`` (a real
-  DuckDB file); stored = the store's row count after ``flush``;
+* tagwall — the controller's analytics role, ``Analytics``: the ipfix collector (bursts of
+  datagrams, numpy columns), enrichment against an estate of 10,000 workloads, a
+  ``FlowStore`` in a real DuckDB file; stored = the store's row count once it is closed;
 * nfcapd — ``nfcapd -w DIR -p PORT -B 8388608`` (the same 8 MB socket buffer); stored = the
   flows ``nfdump -I`` counts in its files after SIGTERM (nfcapd writes them on exit).
 
@@ -42,9 +42,8 @@ from typing import Any
 
 from _estate import address, doc, free_port, report, say, workload_tags
 
-from tagwall.analytics import Endpoints, FlowStore
-from tagwall.analytics._ingest import Collectors, CollectorSpec
-from tagwall.model import load
+from tagwall.analytics import Analytics, CollectorSpec
+from tagwall.model import Config, Document, load
 
 TEMPLATE_ID = 256
 # (information element, length): softflowd's IPv4 layout.
@@ -107,9 +106,8 @@ def blast(port: int, stream: list[bytes]) -> float:
     return float(seconds.value)
 
 
-def estate() -> Endpoints:
-    """The endpoints of 10,000 workloads (the stream's addresses), tags as in the other
-    benchmarks."""
+def estate() -> Config:
+    """10,000 workloads holding the stream's addresses, tags as in the other benchmarks."""
     rng = random.Random(7)
     docs = [doc("Project", "shop", {})] + [
         doc(
@@ -120,30 +118,22 @@ def estate() -> Endpoints:
         )
         for i in range(WORKLOADS)
     ]
-    return Endpoints.from_config(load(docs))
+    return load([Document(d, "bench", i) for i, d in enumerate(docs)])
 
 
-def run_tagwall(stream: list[bytes], endpoints: Endpoints, workdir: Path) -> tuple[int, float]:
-    """(records stored, sender seconds) through the collector into a DuckDB file."""
-    store = FlowStore(workdir / "flows.duckdb")
+def run_tagwall(stream: list[bytes], config: Config, workdir: Path) -> tuple[int, float]:
+    """(records stored, sender seconds) through the controller's analytics role: the ipfix
+    collector, enrichment and a DuckDB file."""
+    analytics = Analytics(
+        workdir / "flows.duckdb", collectors=[CollectorSpec("ipfix", "127.0.0.1", 0)]
+    )
     try:
-
-        def sink(decoded: Any) -> None:
-            for batch in decoded.batches:
-                store.append(batch, endpoints)
-
-        collectors = Collectors([CollectorSpec("ipfix", "127.0.0.1", 0)], sink)
-        collectors.start()
-        try:
-            seconds = blast(collectors.ports["ipfix"], stream)
-            _wait_idle(lambda: collectors.statistics()[0].datagrams)
-        finally:
-            collectors.stop()
-        store.flush()
-        stored = store.statistics().rows
+        analytics.start(config)
+        seconds = blast(analytics.ports["ipfix"], stream)
+        _wait_idle(lambda: analytics.statistics().collectors[0].datagrams)
     finally:
-        store.close()
-    return stored, seconds
+        analytics.close()  # stops the collector, flushes the store
+    return analytics.statistics().store.stored_rows, seconds
 
 
 def _wait_idle(progress: Any, quiet_s: float = 1.0) -> None:
@@ -205,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"building {args.packets:,} IPFIX messages of {args.records} records …")
     stream = ipfix_stream(args.packets, args.records)
     sent = args.packets * args.records
-    say("building the estate's endpoints …")
-    endpoints = estate()
+    say("building the estate …")
+    config = estate()
     rates: dict[str, list[float]] = {"tagwall": [], "nfcapd": []}
     losses: dict[str, list[float]] = {"tagwall": [], "nfcapd": []}
     offered: list[float] = []
@@ -215,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in order:
             with tempfile.TemporaryDirectory(prefix="tw-ingest-") as tmp:
                 if name == "tagwall":
-                    stored, seconds = run_tagwall(stream, endpoints, Path(tmp))
+                    stored, seconds = run_tagwall(stream, config, Path(tmp))
                 else:
                     stored, seconds = run_nfcapd(stream, Path(tmp))
             rates[name].append(stored / seconds)
