@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -91,26 +92,55 @@ def typical_record(i: int) -> bytes:
 
 
 def v5_record(
-    src: str, dst: str, packets: int, size: int, first: int, last: int,
-    src_port: int = 0, dst_port: int = 0, proto: int = 6,
-) -> bytes:  # fmt: skip
+    src: str,
+    dst: str,
+    packets: int,
+    size: int,
+    first: int,
+    last: int,
+    src_port: int = 0,
+    dst_port: int = 0,
+    proto: int = 6,
+) -> bytes:
     return struct.pack(
         ">4s4s4sHHIIIIHHBBBBHHBBH",
-        addr(src), addr(dst), bytes(4), 1, 2, packets, size, first, last,
-        src_port, dst_port, 0, 0x1B, proto, 0, 0, 0, 24, 24, 0,
-    )  # fmt: skip
+        addr(src),
+        addr(dst),
+        bytes(4),
+        1,
+        2,
+        packets,
+        size,
+        first,
+        last,
+        src_port,
+        dst_port,
+        0,
+        0x1B,
+        proto,
+        0,
+        0,
+        0,
+        24,
+        24,
+        0,
+    )
 
 
 def v5_packet(
-    *records: bytes, uptime_ms: int = 10_000, secs: int = EXPORT_S, nsecs: int = 0,
+    *records: bytes,
+    uptime_ms: int = 10_000,
+    secs: int = EXPORT_S,
+    nsecs: int = 0,
     sampling: int = 0,
-) -> bytes:  # fmt: skip
+) -> bytes:
     header = struct.pack(">HHIIIIBBH", 5, len(records), uptime_ms, secs, nsecs, 0, 0, 0, sampling)
     return header + b"".join(records)
 
 
-def v9_packet(*flowsets: bytes, source_id: int = 0, uptime_ms: int = 10_000,
-              secs: int = EXPORT_S) -> bytes:  # fmt: skip
+def v9_packet(
+    *flowsets: bytes, source_id: int = 0, uptime_ms: int = 10_000, secs: int = EXPORT_S
+) -> bytes:
     count = len(flowsets)
     return struct.pack(">HHIIII", 9, count, uptime_ms, secs, 0, source_id) + b"".join(flowsets)
 
@@ -134,9 +164,15 @@ def xdr_opaque(data: bytes) -> bytes:
 
 
 def ethernet(
-    src: str, dst: str, proto: int, src_port: int, dst_port: int, *, vlan: int | None = None,
+    src: str,
+    dst: str,
+    proto: int,
+    src_port: int,
+    dst_port: int,
+    *,
+    vlan: int | None = None,
     payload: int = 0,
-) -> bytes:  # fmt: skip
+) -> bytes:
     """An Ethernet frame (802.1Q tag if ``vlan``) with an IPv4 or IPv6 header and ports."""
     v6 = ":" in src
     l4 = struct.pack(">HH", src_port, dst_port) + bytes(4 + payload)
@@ -182,15 +218,20 @@ def sflow_datagram(*samples: bytes, agent: str = "192.0.2.9") -> bytes:
 # -- reading batches back --------------------------------------------------------------------
 
 
-def rows(batch: FlowBatch) -> list[dict[str, object]]:
-    """The batch's records as dicts (addresses as text), sorted, for equality checks."""
+def rows(batch: FlowBatch) -> list[dict[str, Any]]:
+    """The batch's records as dicts of ints (addresses as text), sorted, for equality checks."""
     out = []
     for i in range(len(batch)):
-        row: dict[str, object] = {n: int(c[i]) for n, c in batch.columns.items()}
-        row["src"] = ip_text(row.pop("src_hi"), row.pop("src_lo"))  # type: ignore[arg-type]
-        row["dst"] = ip_text(row.pop("dst_hi"), row.pop("dst_lo"))  # type: ignore[arg-type]
+        row: dict[str, Any] = {n: int(c[i]) for n, c in batch.columns.items()}
+        row["src"] = ip_text(row.pop("src_hi"), row.pop("src_lo"))
+        row["dst"] = ip_text(row.pop("dst_hi"), row.pop("dst_lo"))
         out.append(row)
     return sorted(out, key=repr)
+
+
+def five_tuple(row: dict[str, Any]) -> tuple[str, str, int, int, int]:
+    """``(src, dst, proto, src_port, dst_port)`` of a :func:`rows` row."""
+    return row["src"], row["dst"], row["proto"], row["src_port"], row["dst_port"]
 
 
 # -- fuzzing -----------------------------------------------------------------------------------

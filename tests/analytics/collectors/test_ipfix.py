@@ -16,6 +16,7 @@ from .support import (
     EXPORT_S,
     FUZZ,
     TYPICAL,
+    Field,
     addr,
     decodes_or_rejects,
     ipfix_message,
@@ -34,9 +35,17 @@ START_MS = EXPORT_S * 1000 - 5_000
 
 def v4_record(src: str, dst: str, sport: int, dport: int, packets: int, size: int) -> bytes:
     return struct.pack(
-        ">4s4sHHBQQQQ", addr(src), addr(dst), sport, dport, 17, packets, size, START_MS,
+        ">4s4sHHBQQQQ",
+        addr(src),
+        addr(dst),
+        sport,
+        dport,
+        17,
+        packets,
+        size,
+        START_MS,
         START_MS + 1_000,
-    )  # fmt: skip
+    )
 
 
 def decode(decoder: IpfixDecoder, *messages: bytes) -> list[dict[str, object]]:
@@ -127,6 +136,19 @@ def test_options_boot_time_places_sysuptime_relative_times() -> None:
     assert decoder.statistics().skipped == 1  # the options record: no flow
 
 
+def test_an_implausible_boot_time_is_ignored() -> None:
+    """A boot time beyond int64 ms arithmetic: SysUpTime times fall back to the export time."""
+    decoder = IpfixDecoder()
+    message = ipfix_message(
+        ipfix_set(3, ipfix_options_template(300, 1, [(149, 4), (160, 8)])),
+        ipfix_set(300, struct.pack(">IQ", 1, 2**64 - 1)),
+        ipfix_set(2, ipfix_template(256, [(8, 4), (12, 4), (22, 4), (21, 4)])),
+        ipfix_set(256, struct.pack(">4s4sII", addr("10.0.0.1"), addr("10.0.0.2"), 1, 2)),
+    )
+    (row,) = decode(decoder, message)
+    assert (row["start_ms"], row["end_ms"]) == (EXPORT_S * 1000, EXPORT_S * 1000)
+
+
 def test_options_sampling_interval_scales_the_counters() -> None:
     decoder = IpfixDecoder()
     message = ipfix_message(
@@ -195,7 +217,9 @@ def test_variable_length_field_past_the_set_is_an_error() -> None:
 
 def test_enterprise_fields_are_skipped_and_rfc5103_reverse_counters_read() -> None:
     decoder = IpfixDecoder()
-    fields = [(8, 4), (100, 6, 9), (12, 4), (1, 8), (1, 8, 29305), (2, 4), (2, 4, 29305)]
+    fields: list[Field] = [
+        (8, 4), (100, 6, 9), (12, 4), (1, 8), (1, 8, 29305), (2, 4), (2, 4, 29305)
+    ]  # fmt: skip
     record = (
         addr("10.0.0.1") + b"vendor" + addr("10.0.0.2") + struct.pack(">QQII", 1000, 20000, 4, 9)
     )
@@ -220,7 +244,7 @@ def test_ipv6_addresses_and_time_encodings() -> None:
             + addr("2001:db8::2")
             + struct.pack(">II", EXPORT_S - 9, EXPORT_S)
             + (70_000).to_bytes(3, "big"),
-        ),  # fmt: skip
+        ),
         ipfix_set(
             257,
             addr("2001:db8::3")
@@ -247,7 +271,8 @@ def test_records_without_addresses_are_dropped_and_counted() -> None:
         ipfix_set(2, ipfix_template(256, [(8, 4), (2, 4)])),
         ipfix_set(256, bytes(8), bytes(8), bytes(8)),
     )
-    assert decode(decoder, message) == []
+    (batch,) = decoder.decode(message, "192.0.2.1", 0).batches
+    assert (len(batch), batch.dropped) == (0, 3)  # the store counts FlowBatch.dropped
     assert decoder.statistics().dropped == 3
 
 
@@ -262,6 +287,10 @@ def test_records_without_addresses_are_dropped_and_counted() -> None:
         (ipfix_message(ipfix_set(2, struct.pack(">HHHH", 256, 3, 8, 4))), "ipfix.template.field"),
         (ipfix_message(ipfix_set(2, struct.pack(">HHHH", 5, 1, 8, 4))), "ipfix.template.id"),
         (ipfix_message(ipfix_set(3, struct.pack(">HHH", 300, 2, 0))), "ipfix.options.scope_count"),
+        (
+            ipfix_message(ipfix_set(2, ipfix_template(256, [(8, 4), (12, 65534)]))),
+            "template.fields",
+        ),
     ],
 )
 def test_malformed_messages_raise_naming_the_field(message: bytes, field: str) -> None:
@@ -312,3 +341,35 @@ def test_fuzz_mutated_messages(packet: bytes, primed: bool) -> None:
     if primed:
         decoder.decode_many(_VALID, "192.0.2.1", 0)
     decodes_or_rejects(decoder, packet)
+
+
+_ELEMENTS = [1, 2, 4, 7, 8, 11, 12, 21, 22, 27, 28, 34, 82, 85, 86, 150, 151, 152, 153, 154]
+_ELEMENTS += [155, 158, 159, 160, 305, 306]
+_LENGTHS = [0, 1, 2, 3, 4, 5, 8, 16, 17, 255, 0xFFFF]
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(_ELEMENTS), st.sampled_from(_LENGTHS)), min_size=1, max_size=10
+    ),
+    st.binary(max_size=300),
+    st.booleans(),
+)
+def test_fuzz_any_template_with_any_data(
+    fields: list[tuple[int, int]], data: bytes, options: bool
+) -> None:
+    """Any layout of the elements read, as a data or an options template, then any bytes
+    as its data; options may set any boot time or sampling rate for a SysUpTime template."""
+    if options:
+        template = ipfix_set(3, ipfix_options_template(256, 1, fields))
+    else:
+        template = ipfix_set(2, ipfix_template(256, fields))
+    uptime = ipfix_template(257, [(8, 4), (12, 4), (22, 4), (21, 4), (2, 4)])
+    message = ipfix_message(
+        template,
+        ipfix_set(256, data),
+        ipfix_set(2, uptime),
+        ipfix_set(257, data[:20].ljust(20, b"\xff")),
+    )
+    decodes_or_rejects(IpfixDecoder(), message)

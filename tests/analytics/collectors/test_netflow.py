@@ -58,13 +58,22 @@ def test_v5_records_with_times_from_sysuptime() -> None:
     assert (batch.source, batch.exporter) == (Source.NETFLOW5, "192.0.2.5")
     boot = BOOT_MS + 250
     assert [
-        (r["src"], r["src_port"], r["dst"], r["dst_port"], r["proto"], r["packets"], r["bytes"],
-         r["start_ms"], r["end_ms"])
+        (
+            r["src"],
+            r["src_port"],
+            r["dst"],
+            r["dst_port"],
+            r["proto"],
+            r["packets"],
+            r["bytes"],
+            r["start_ms"],
+            r["end_ms"],
+        )
         for r in rows(batch)
     ] == [
         ("10.0.0.1", 40000, "10.0.0.2", 443, 6, 4, 400, boot + 2_000, boot + 9_000),
         ("10.0.0.2", 443, "10.0.0.1", 40000, 6, 3, 3_000, boot + 2_500, boot + 9_500),
-    ]  # fmt: skip
+    ]
     assert decoder.statistics().records == 2
 
 

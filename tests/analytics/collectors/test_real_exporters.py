@@ -10,6 +10,11 @@ libpcap ring on a veth never wakes the exporter's poll (softflowd's own statisti
 "Packets received by libpcap: 12, Packets processed: 0"), so the test captures the frames
 itself with an ``AF_PACKET`` socket and hands both exporters the same pcap file.  The
 exporters' flow tracking and export encoding are what runs, as in production.
+
+Times: ``softflowd -r`` starts its SysUpTime clock when it starts, after the capture, so the
+capture's packets sit just before its boot and their SysUpTime values wrap below zero; the
+decoders' wrap rule (a time after the export precedes a 32-bit wrap) must bring them back to
+the capture's own times, which the test checks.
 """
 
 from __future__ import annotations
@@ -39,9 +44,9 @@ from tagwall.analytics.collectors import (
     SyslogDecoder,
 )
 
-from .support import rows
+from .support import five_tuple, rows
 
-_TOOLS = ("ip", "softflowd", "pmacctd", "logger")
+_TOOLS = ("ip", "softflowd", "softflowctl", "pmacctd", "logger")
 _MISSING = [tool for tool in _TOOLS if shutil.which(tool) is None]
 pytestmark = [
     pytest.mark.privileged,
@@ -98,8 +103,10 @@ def _veth_pair() -> Iterator[tuple[str, str]]:
 def _mac(namespace: str) -> str:
     out = subprocess.run(
         ["ip", "-n", namespace, "-br", "link", "show", namespace],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.split()[2]
 
 
@@ -208,9 +215,9 @@ def _decoded(batches: tuple[FlowBatch, ...]) -> dict[Key, tuple[int, int]]:
     out: dict[Key, tuple[int, int]] = {}
     for batch in batches:
         for r in rows(batch):
-            key = (str(r["src"]), str(r["dst"]), int(r["proto"]), int(r["src_port"]), int(r["dst_port"]))  # type: ignore[call-overload]  # fmt: skip
+            key = five_tuple(r)
             assert key not in out, f"two records for {key}"
-            out[key] = (int(r["packets"]), int(r["bytes"]))  # type: ignore[call-overload]
+            out[key] = (r["packets"], r["bytes"])
     return out
 
 
@@ -228,21 +235,20 @@ def test_softflowd_exports_decode_to_the_captured_flows(
 ) -> None:
     port = collector.getsockname()[1]
     control = str(tmp_path / "ctl")
+    softflowd = f"softflowd -d -r {capture.pcap} -n 127.0.0.1:{port} -v {version}".split()
     packets = _receive(
-        ["softflowd", "-r", str(capture.pcap), "-n", f"127.0.0.1:{port}", "-v", version,
-         "-d", "-c", control, "-p", str(tmp_path / "pid")],
+        [*softflowd, "-c", control, "-p", str(tmp_path / "pid")],
         collector,
         # softflowd -r reads the file once its control socket wakes it; shutdown flushes.
         controls=[["softflowctl", "-c", control, c] for c in ("statistics", "shutdown")],
-    )  # fmt: skip
+    )
     decoder = IpfixDecoder() if version == "10" else NetflowDecoder()
     decoded = decoder.decode_many(packets, "127.0.0.1", int(time.time() * 1000))
     assert _decoded(decoded.batches) == capture.flows
     assert len(capture.flows) == len(UDP_FLOWS) + 2  # and TCP both ways
-    for (_, _, proto, sport, _), (count, size) in capture.flows.items():
-        expected = {s: (n, n * (28 + b)) for s, _, n, b in UDP_FLOWS}
-        if proto == 17:
-            assert (count, size) == expected[sport]
+    sent = {sport: (n, n * (20 + 8 + size)) for sport, _, n, size in UDP_FLOWS}  # IP + UDP
+    udp = {key[3]: counts for key, counts in capture.flows.items() if key[2] == 17}
+    assert udp == sent
     slack_ms = 1_000 if version == "9" else 1  # v9's header time is in whole seconds
     for batch in decoded.batches:
         assert (batch.columns["start_ms"] >= capture.first_ms - slack_ms).all()
@@ -255,8 +261,8 @@ def test_pmacct_sfprobe_samples_decode_to_the_captured_packets(
     capture: Capture, collector: socket.socket, tmp_path: Path
 ) -> None:
     """Sampling rate 1: every packet is one sample, so per 5-tuple the sample count is the
-    packet count and the bytes sum the frame lengths (IP length + 14 + the 4-byte FCS
-    sFlow agents add to the frame length)."""
+    packet count and the bytes sum the frame lengths: the IP length + 14 (Ethernet header)
+    + 4 (the FCS, which sFlow's frame length counts)."""
     port = collector.getsockname()[1]
     config = tmp_path / "pmacctd.conf"
     config.write_text(
@@ -269,14 +275,12 @@ def test_pmacct_sfprobe_samples_decode_to_the_captured_packets(
     got: dict[Key, list[int]] = collections.defaultdict(lambda: [0, 0])
     for batch in decoded.batches:
         for r in rows(batch):
-            key = (str(r["src"]), str(r["dst"]), int(r["proto"]), int(r["src_port"]), int(r["dst_port"]))  # type: ignore[call-overload]  # fmt: skip
-            got[key][0] += int(r["packets"])  # type: ignore[call-overload]
-            got[key][1] += int(r["bytes"])  # type: ignore[call-overload]
+            got[five_tuple(r)][0] += r["packets"]
+            got[five_tuple(r)][1] += r["bytes"]
     assert set(got) == set(capture.flows)
     for key, (count, size) in capture.flows.items():
         assert got[key][0] == count
-        print(key, got[key], size, count)
-        assert got[key][1] - count * 14 in (size, size + 4 * count), key
+        assert got[key] == [count, size + 18 * count], key
 
 
 def test_logger_lines_decode_to_records_and_messages(collector: socket.socket) -> None:
@@ -293,19 +297,33 @@ def test_logger_lines_decode_to_records_and_messages(collector: socket.socket) -
     ]
     for framing, line in sent:
         subprocess.run(
-            ["logger", "-n", "127.0.0.1", "-P", str(port), "-d", framing, "-t", "twfc",
-             "-p", "local0.warning", line],
+            [
+                "logger",
+                "-n",
+                "127.0.0.1",
+                "-P",
+                str(port),
+                "-d",
+                framing,
+                "-t",
+                "twfc",
+                "-p",
+                "local0.warning",
+                line,
+            ],
             check=True,
-        )  # fmt: skip
+        )
     collector.settimeout(2)
     packets = [collector.recv(65535) for _ in sent]
     decoded = SyslogDecoder().decode_many(packets, "127.0.0.1", int(time.time() * 1000))
     (batch,) = decoded.batches
-    assert sorted((r["src"], r["dst"], r["proto"], r["src_port"], r["dst_port"], r["bytes"])
-                  for r in rows(batch)) == [
+    assert sorted(
+        (r["src"], r["dst"], r["proto"], r["src_port"], r["dst_port"], r["bytes"])
+        for r in rows(batch)
+    ) == [
         ("10.9.0.1", "10.9.0.2", 17, 5000, 53, 84),
         ("10.9.0.3", "10.9.0.2", 17, 5000, 53, 84),
-    ]  # fmt: skip
+    ]
     now_ms = time.time() * 1000
     assert all(abs(now_ms - int(t)) < 60_000 for t in batch.columns["end_ms"])
     assert sorted((m.text, m.app, m.facility, m.severity) for m in decoded.messages) == [

@@ -81,6 +81,20 @@ def test_sampled_ipv4_record_serves_when_there_is_no_raw_header() -> None:
     )
 
 
+def test_sampled_ipv6_record() -> None:
+    body = struct.pack(">II", 120, 6) + addr("2001:db8::5") + addr("2001:db8::6")
+    body += struct.pack(">IIII", 443, 50000, 0x12, 0)
+    record = struct.pack(">II", 4, len(body)) + body
+    (row,) = decode(sflow_datagram(flow_sample(4, record)))
+    assert (row["src"], row["dst"], row["src_port"], row["dst_port"], row["bytes"]) == (
+        "2001:db8::5",
+        "2001:db8::6",
+        443,
+        50000,
+        480,
+    )
+
+
 def test_raw_ipv4_header_protocol_and_a_later_fragment_without_ports() -> None:
     frame = ethernet("10.0.0.1", "10.0.0.2", 17, 1000, 2000)
     ip = bytearray(frame[14:])
@@ -99,14 +113,16 @@ def test_counter_samples_are_skipped_and_non_ip_frames_dropped_and_counted() -> 
         flow_sample(2, raw_header_record(frame)),
         struct.pack(">II", (4413 << 12) | 1, 4) + bytes(4),  # another enterprise's sample
     )
-    assert len(decode(datagram, decoder=decoder)) == 1
+    (batch,) = decoder.decode(datagram, "192.0.2.9", RECEIVED_MS).batches
+    assert (len(batch), batch.dropped) == (1, 1)
     stats = decoder.statistics()
     assert (stats.packets, stats.records, stats.dropped, stats.skipped) == (1, 1, 1, 2)
 
 
 def test_decode_many_gives_one_batch_and_counts_bad_datagrams() -> None:
     decoder = SflowDecoder()
-    good = sflow_datagram(*(flow_sample(1, raw_header_record(ethernet("10.0.0.1", "10.0.0.2", 6, i, 80))) for i in range(5)))  # fmt: skip
+    frames = [ethernet("10.0.0.1", "10.0.0.2", 6, port, 80) for port in range(5)]
+    good = sflow_datagram(*(flow_sample(1, raw_header_record(frame)) for frame in frames))
     decoded = decoder.decode_many([good, good[:30], good], "192.0.2.9", RECEIVED_MS)
     (batch,) = decoded.batches
     assert len(batch) == 10

@@ -26,8 +26,8 @@ NETFILTER_UDP6 = (
 )
 
 
-def ms(*when: int) -> int:
-    return int(datetime(*when, tzinfo=UTC).timestamp() * 1000)
+def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp() * 1000)
 
 
 def decode(

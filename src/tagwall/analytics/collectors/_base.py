@@ -14,19 +14,22 @@ Contract of a decoder (every module of this package keeps it, and the fuzz tests
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .._batch import FlowBatch
+from .._batch import COLUMNS, FlowBatch, Source
 
 __all__ = [
+    "Counters",
     "DecodeError",
     "Decoded",
     "Decoder",
     "DecoderStatistics",
     "SyslogMessage",
+    "with_dropped",
 ]
 
 
@@ -142,3 +145,17 @@ class Counters:
             templates,
             dict(self.errors),
         )
+
+
+def with_dropped(
+    batches: Sequence[FlowBatch], source: Source, exporter: str, dropped: int
+) -> tuple[FlowBatch, ...]:
+    """``batches`` with ``dropped`` records counted on the first (``FlowBatch.dropped``, which
+    the store sums); an empty batch carries them when there is no other."""
+    if not dropped:
+        return tuple(batches)
+    if not batches:
+        empty = FlowBatch.of(source, exporter, {name: [] for name in COLUMNS}, dropped=dropped)
+        return (empty,)
+    first = dataclasses.replace(batches[0], dropped=batches[0].dropped + dropped)
+    return (first, *batches[1:])

@@ -158,6 +158,11 @@ def _connection(
 ) -> FlowLine:
     (src, src_port), (dst, dst_port) = ends
     return FlowLine(
-        _address(src), _address(dst), _protocol(proto), _port(src_port), _port(dst_port),
-        size, duration_ms,
-    )  # fmt: skip
+        _address(src),
+        _address(dst),
+        _protocol(proto),
+        _port(src_port),
+        _port(dst_port),
+        size,
+        duration_ms,
+    )

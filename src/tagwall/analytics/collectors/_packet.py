@@ -76,10 +76,11 @@ def _ipv4(packet: bytes) -> Endpoints | None:
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return None
     proto = packet[9]
-    fragment_offset = int.from_bytes(packet[6:8], "big") & 0x1FFF
-    header_length = (packet[0] & 0x0F) * 4
-    ports = (0, 0) if fragment_offset else _ports(packet, header_length, proto)
-    return Endpoints.of(packet[12:16], packet[16:20], proto, *ports)
+    later_fragment = (packet[6] & 0x1F) | packet[7]  # the fragment offset's 13 bits
+    ports = (0, 0) if later_fragment else _ports(packet, (packet[0] & 0x0F) * 4, proto)
+    src = int.from_bytes(packet[12:16], "big") | _V4_MAPPED
+    dst = int.from_bytes(packet[16:20], "big") | _V4_MAPPED
+    return Endpoints(src, dst, proto, *ports)
 
 
 def _ipv6(packet: bytes) -> Endpoints | None:
@@ -97,4 +98,5 @@ def _ipv6(packet: bytes) -> Endpoints | None:
         else:
             break
     ports = _ports(packet, at, proto) if first_fragment else (0, 0)
-    return Endpoints.of(packet[8:24], packet[24:40], proto, *ports)
+    src, dst = int.from_bytes(packet[8:24], "big"), int.from_bytes(packet[24:40], "big")
+    return Endpoints(src, dst, proto, *ports)

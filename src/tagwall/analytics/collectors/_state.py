@@ -10,16 +10,20 @@ that a malformed packet contributes no records are the same and written once her
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from .._batch import FlowBatch, Source
-from ._base import Counters, Decoded, DecodeError, DecoderStatistics
-from ._template import Chunk, Template, columns, uint
+from ._base import Counters, Decoded, DecodeError, DecoderStatistics, with_dropped
+from ._template import Chunk, FieldSpec, Template, columns, uint
 
 __all__ = ["Found", "PacketDecoder", "Templates"]
+
+_OPTIONS = ("boot_ms", "sampling", "sampling_packets", "sampling_space")
+_MAX_TIME_MS = 1 << 62
+_MAX_SAMPLING = 1 << 32
 
 # What one packet yielded: data sets to decode, with their template.
 Found = list[tuple[Template, Chunk]]
@@ -66,20 +70,23 @@ class PacketDecoder(abc.ABC):
         return self._counters.snapshot(len(self._templates))
 
     def _batches(self, found: Found, exporter: str) -> Decoded:
-        """One batch per template: one ``frombuffer`` however many packets fed it."""
+        """One batch per template: one ``frombuffer`` however many packets fed it.  Records
+        of templates without addresses are dropped and counted on the first batch."""
         by_template: dict[Template, list[Chunk]] = {}
         for template, chunk in found:
             if chunk.count:
                 by_template.setdefault(template, []).append(chunk)
         batches: list[FlowBatch] = []
+        dropped = 0
         for template, chunks in by_template.items():
             table = columns(template, chunks)
             if table is None:
-                self._counters.dropped += sum(c.count for c in chunks)
+                dropped += sum(c.count for c in chunks)
             else:
                 batches.append(FlowBatch.of(self.source, exporter, table))
                 self._counters.records += len(batches[-1])
-        return Decoded(tuple(batches))
+        self._counters.dropped += dropped
+        return Decoded(with_dropped(batches, self.source, exporter, dropped))
 
 
 class Templates:
@@ -97,16 +104,25 @@ class Templates:
     def __len__(self) -> int:
         return len(self._known)
 
-    def learn(self, exporter: str, domain: int, template: Template, *, options: bool) -> Template:
-        """Keep ``template`` (replacing that id); a resent, equal template keeps the compiled
-        one it already has, so data sets of many packets still meet in one :class:`Pending`.
-        """
-        key = (exporter, domain, template.template_id)
+    def learn(
+        self,
+        exporter: str,
+        domain: int,
+        template_id: int,
+        fields: Sequence[FieldSpec],
+        *,
+        options: bool,
+        variable_ok: bool = True,
+    ) -> None:
+        """Compile and keep a template (replacing that id).  A resent, equal template keeps
+        the one compiled before: no compiling per packet, and data sets of many packets
+        still meet in one batch.  Raises :class:`DecodeError` as :meth:`Template.compile`."""
+        key = (exporter, domain, template_id)
         known = self._known.get(key)
-        if known is not None and known[1] == options and known[0].fields == template.fields:
-            return known[0]
+        if known is not None and known[1] == options and known[0].fields == tuple(fields):
+            return
+        template = Template.compile(template_id, fields, variable_ok=variable_ok)
         self._known[key] = (template, options)
-        return template
 
     def get(self, exporter: str, domain: int, template_id: int) -> tuple[Template, bool] | None:
         return self._known.get((exporter, domain, template_id))
@@ -129,18 +145,25 @@ class Templates:
         return self._sampling.get((exporter, domain), 1)
 
     def apply_options(self, exporter: str, domain: int, template: Template, rows: bytes) -> None:
-        """Take the boot time and sampling rate of options records (the last record wins)."""
+        """Take the boot time and sampling rate of options records (the last record wins).
+
+        Sampling: samplingInterval (34) is packets per sampled packet; samplingPacketInterval
+        (305) and samplingPacketSpace (306) sample 305 packets in every 305 + 306, so the
+        rate is ``(305 + 306) // 305``.  Rates outside 1..2**32 and boot times from 2**62 ms
+        on are ignored (they would overflow the columns' arithmetic).
+        """
         if not template.roles:
             return  # nothing to read (and maybe a zero itemsize)
         table = np.frombuffer(rows, template.dtype)
         if not len(table):
             return
         key = (exporter, domain)
-        if (boot := uint(table, template, "boot_ms")) is not None:
-            self._boot_ms[key] = int(boot[-1])
-        if (interval := uint(table, template, "sampling")) is not None and interval[-1] > 0:
-            self._sampling[key] = int(interval[-1])
-        taken = uint(table, template, "sampling_packets")
-        space = uint(table, template, "sampling_space")
-        if taken is not None and space is not None and taken[-1] > 0:
-            self._sampling[key] = int((taken[-1] + space[-1]) // taken[-1])
+        columns = {role: uint(table, template, role) for role in _OPTIONS}
+        last = {role: int(column[-1]) for role, column in columns.items() if column is not None}
+        if last.get("boot_ms", _MAX_TIME_MS) < _MAX_TIME_MS:
+            self._boot_ms[key] = last["boot_ms"]
+        rate = last.get("sampling", 0)
+        if last.get("sampling_packets", 0) > 0 and "sampling_space" in last:
+            rate = (last["sampling_packets"] + last["sampling_space"]) // last["sampling_packets"]
+        if 1 <= rate <= _MAX_SAMPLING:
+            self._sampling[key] = rate

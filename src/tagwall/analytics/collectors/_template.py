@@ -47,6 +47,7 @@ __all__ = ["VARIABLE", "Chunk", "FieldSpec", "Template", "columns", "read_rows",
 VARIABLE = 0xFFFF  # IPFIX: the field's length is in the record
 REVERSE_PEN = 29305  # RFC 5103: reverse elements carry this enterprise number
 _NTP_TO_UNIX_S = 2_208_988_800
+_MAX_RECORD = 0xFFFF - 4  # a set's length is 16 bits, its header 4 bytes
 _UPTIME_SLACK_MS = 1_000  # export times are whole seconds in IPFIX and NetFlow v9
 
 Rows = npt.NDArray[Any]
@@ -82,8 +83,10 @@ class FieldSpec:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Template:
-    """A compiled template.  Invariant: ``min_length >= 1`` (a record always consumes bytes);
-    ``fixed`` means every record is ``dtype.itemsize`` bytes long, laid out as the dtype."""
+    """A compiled template.
+
+    ``fixed`` means every record is ``dtype.itemsize`` bytes long, laid out as the dtype.
+    Invariant: ``1 <= min_length <= 65531`` (a record has bytes and fits in one set)."""
 
     template_id: int
     fields: tuple[FieldSpec, ...]
@@ -98,7 +101,8 @@ class Template:
     def compile(
         cls, template_id: int, fields: Sequence[FieldSpec], *, variable_ok: bool = True
     ) -> Template:
-        """Raises :class:`DecodeError` if no record could ever have a byte."""
+        """Raises :class:`DecodeError` if a record would have no bytes or more than a set
+        can hold."""
         names: list[str] = []
         formats: list[Any] = []
         offsets: list[int] = []
@@ -124,8 +128,8 @@ class Template:
             offset += spec.length
         fixed = VARIABLE not in runs
         min_length = offset + runs.count(VARIABLE)
-        if min_length == 0:
-            raise DecodeError("template.fields", "records would have no bytes", template_id)
+        if not 1 <= min_length <= _MAX_RECORD:
+            raise DecodeError("template.fields", "records would not fit a set", template_id)
         dtype = np.dtype(
             {"names": names, "formats": formats, "offsets": offsets, "itemsize": offset}
         )
@@ -230,8 +234,11 @@ def columns(template: Template, chunks: list[Chunk]) -> dict[str, Any] | None:
     export = np.repeat(np.array([c.export_ms for c in chunks], np.int64), counts)
     n = len(rows)
     columns: dict[str, Any] = {
-        "src_hi": src[0], "src_lo": src[1], "dst_hi": dst[0], "dst_lo": dst[1],
-    }  # fmt: skip
+        "src_hi": src[0],
+        "src_lo": src[1],
+        "dst_hi": dst[0],
+        "dst_lo": dst[1],
+    }
     for role in ("proto", "src_port", "dst_port"):
         column = uint(rows, template, role)
         columns[role] = np.zeros(n, np.uint64) if column is None else column

@@ -33,7 +33,7 @@ import struct
 from .._batch import Source
 from ._base import DecodeError
 from ._state import Found, PacketDecoder
-from ._template import Chunk, FieldSpec, Template, read_rows
+from ._template import Chunk, FieldSpec, read_rows
 
 __all__ = ["IpfixDecoder"]
 
@@ -114,8 +114,7 @@ class IpfixDecoder(PacketDecoder):
                     at += 4
                     element &= 0x7FFF
                 fields.append(FieldSpec(element, field_length, enterprise, index < scope))
-            template = Template.compile(template_id, fields)
-            self._templates.learn(exporter, domain, template, options=options)
+            self._templates.learn(exporter, domain, template_id, fields, options=options)
 
     def _withdraw(self, exporter: str, domain: int, template_id: int, options: bool) -> None:
         if template_id == (OPTIONS_SET if options else TEMPLATE_SET):

@@ -62,9 +62,7 @@ class Netflow5Decoder(PacketDecoder):
     def _message(self, packet: bytes, exporter: str) -> Found:
         if len(packet) < _V5_HEADER.size:
             raise DecodeError("netflow5.header", "shorter than 24 bytes", len(packet))
-        version, count, uptime_ms, secs, nsecs, _seq, _type, _id, sampling = _V5_HEADER.unpack_from(
-            packet
-        )
+        version, count, uptime_ms, secs, nsecs, *_, sampling = _V5_HEADER.unpack_from(packet)
         if version != 5:
             raise DecodeError("netflow5.header.version", "not 5", version)
         end = _V5_HEADER.size + count * V5_RECORD.dtype.itemsize
@@ -128,8 +126,9 @@ class Netflow9Decoder(PacketDecoder):
                 break  # zero padding
             fields = _fields(packet, at, end, count, 0, template_id)
             at += count * _PAIR.size
-            template = Template.compile(template_id, fields, variable_ok=False)
-            self._templates.learn(exporter, domain, template, options=False)
+            self._templates.learn(
+                exporter, domain, template_id, fields, options=False, variable_ok=False
+            )
 
     def _options_set(self, packet: bytes, at: int, end: int, exporter: str, domain: int) -> None:
         while end - at >= _V9_OPTIONS.size:
@@ -142,8 +141,9 @@ class Netflow9Decoder(PacketDecoder):
             count = (scope_bytes + option_bytes) // 4
             fields = _fields(packet, at, end, count, scope_bytes // 4, template_id)
             at += scope_bytes + option_bytes
-            template = Template.compile(template_id, fields, variable_ok=False)
-            self._templates.learn(exporter, domain, template, options=True)
+            self._templates.learn(
+                exporter, domain, template_id, fields, options=True, variable_ok=False
+            )
 
 
 def _fields(

@@ -30,7 +30,7 @@ import struct
 from collections.abc import Iterable
 
 from .._batch import FlowBatch, Source
-from ._base import Counters, Decoded, DecodeError, DecoderStatistics
+from ._base import Counters, Decoded, DecodeError, DecoderStatistics, with_dropped
 from ._packet import Endpoints, parse_header
 
 __all__ = ["SflowDecoder"]
@@ -41,8 +41,8 @@ _PAIR = struct.Struct(">II")
 _FLOW_SAMPLE = struct.Struct(">8I")
 _EXPANDED_SAMPLE = struct.Struct(">11I")
 _RAW_HEADER = struct.Struct(">4I")
-_SAMPLED_V4 = struct.Struct(">II4s4sII")
-_SAMPLED_V6 = struct.Struct(">II16s16sII")
+_RAW = 1  # flow record formats: raw packet header; sampled IPv4 (3) and IPv6 (4)
+_SAMPLED = {3: struct.Struct(">II4s4sII"), 4: struct.Struct(">II16s16sII")}
 
 
 class SflowDecoder:
@@ -66,16 +66,23 @@ class SflowDecoder:
         """The flows of many datagrams in one batch.  ``strict`` raises on the first
         malformed datagram; otherwise malformed ones are counted and skipped."""
         samples: list[tuple[Endpoints, int, int]] = []  # (endpoints, packets, bytes)
+        dropped = 0
         for packet in packets:
             self._counters.packets += 1
             try:
-                samples += self._datagram(packet)
+                found, skipped = _datagram(packet)
             except DecodeError as error:
                 self._counters.errors[error.key] += 1
                 if strict:
                     raise
+                continue
+            flows = [sample for sample in found if sample is not None]
+            samples += flows
+            dropped += len(found) - len(flows)
+            self._counters.skipped += skipped
+        self._counters.dropped += dropped
         if not samples:
-            return Decoded()
+            return Decoded(with_dropped((), Source.SFLOW, exporter, dropped))
         src = [e.src for e, _, _ in samples]
         dst = [e.dst for e, _, _ in samples]
         times = [received_ms] * len(samples)
@@ -97,92 +104,85 @@ class SflowDecoder:
             },
         )
         self._counters.records += len(batch)
-        return Decoded((batch,))
+        return Decoded(with_dropped((batch,), Source.SFLOW, exporter, dropped))
 
     def statistics(self) -> DecoderStatistics:
         return self._counters.snapshot()
 
-    def _datagram(self, packet: bytes) -> list[tuple[Endpoints, int, int]]:
-        reader = _Reader(packet, "sflow.datagram")
-        if (version := reader.u32()) != 5:
-            raise DecodeError("sflow.datagram.version", "not 5", version)
-        address_type = reader.u32()
-        if address_type not in (1, 2):
-            raise DecodeError("sflow.datagram.agent_address", "type not 1 or 2", address_type)
-        reader.skip(4 if address_type == 1 else 16)
-        reader.skip(12)  # sub-agent id, sequence, uptime
-        out: list[tuple[Endpoints, int, int]] = []
-        for _ in range(reader.u32()):
-            kind, length = reader.pair()
-            body = reader.take(length, "sflow.sample")
-            if kind not in (1, 3):  # enterprise 0: flow sample, expanded flow sample
-                self._counters.skipped += 1
-                continue
-            sample = self._sample(body, expanded=kind == 3)
-            if sample is None:
-                self._counters.dropped += 1
-            else:
-                out.append(sample)
-        return out
 
-    def _sample(self, body: bytes, *, expanded: bool) -> tuple[Endpoints, int, int] | None:
-        layout = _EXPANDED_SAMPLE if expanded else _FLOW_SAMPLE
-        reader = _Reader(body, "sflow.flow_sample")
-        fields = struct.unpack(layout.format, reader.take(layout.size, "sflow.flow_sample"))
-        rate, count = fields[3 if expanded else 2], fields[-1]
-        best: tuple[Endpoints, int] | None = None
-        for _ in range(count):
-            kind, length = reader.pair()
-            record = reader.take(length, "sflow.flow_record")
-            found = _record(kind, record)
-            if found is not None and (best is None or kind == 1):
-                best = found
-                if kind == 1:
-                    break
-        if best is None:
-            return None
-        endpoints, frame_length = best
-        return endpoints, rate, frame_length * rate
+def _datagram(packet: bytes) -> tuple[list[tuple[Endpoints, int, int] | None], int]:
+    """The flow samples of one datagram (``None`` for one without a readable IP header)
+    and how many samples of other kinds it skipped."""
+    _need(packet, 0, 8, "sflow.datagram")
+    version, address_type = _PAIR.unpack_from(packet)
+    if version != 5:
+        raise DecodeError("sflow.datagram.version", "not 5", version)
+    if address_type not in (1, 2):
+        raise DecodeError("sflow.datagram.agent_address", "type not 1 or 2", address_type)
+    at = 8 + (4 if address_type == 1 else 16) + 12  # address, sub-agent, sequence, uptime
+    _need(packet, at, 4, "sflow.datagram")
+    (count,) = _U32.unpack_from(packet, at)
+    at += 4
+    found: list[tuple[Endpoints, int, int] | None] = []
+    skipped = 0
+    for _ in range(count):
+        kind, start, at = _item(packet, at, len(packet), "sflow.sample")
+        if kind in (1, 3):  # enterprise 0: flow sample, expanded flow sample
+            found.append(_sample(packet, start, at, expanded=kind == 3))
+        else:
+            skipped += 1
+    return found, skipped
+
+
+def _need(data: bytes, at: int, n: int, field: str) -> None:
+    if at + n > len(data):
+        raise DecodeError(f"{field}.length", "runs past the datagram", n)
+
+
+def _item(data: bytes, at: int, end: int, field: str) -> tuple[int, int, int]:
+    """An XDR ``(format, length, body)`` item at ``at``: its format, its body's first byte
+    and the byte after its padding.  Raises if it runs past ``end``."""
+    if at + 8 > end:
+        raise DecodeError(f"{field}.length", "runs past the datagram", end - at)
+    kind, length = _PAIR.unpack_from(data, at)
+    after = at + 8 + length + (-length % 4)
+    if after > end:
+        raise DecodeError(f"{field}.length", "runs past the datagram", length)
+    return kind, at + 8, after
+
+
+def _sample(data: bytes, at: int, end: int, *, expanded: bool) -> tuple[Endpoints, int, int] | None:
+    """The endpoints, packets and bytes of the flow sample in ``data[at:end]``, from its
+    first raw header record (else a sampled IPv4/IPv6 record), or ``None``."""
+    layout = _EXPANDED_SAMPLE if expanded else _FLOW_SAMPLE
+    if at + layout.size > end:
+        raise DecodeError("sflow.flow_sample.length", "runs past the sample", end - at)
+    fields = layout.unpack_from(data, at)
+    rate, count = fields[3 if expanded else 2], fields[-1]
+    at += layout.size
+    best: tuple[Endpoints, int] | None = None
+    for _ in range(count):
+        kind, start, at = _item(data, at, end, "sflow.flow_record")
+        found = _record(kind, data[start:at])
+        if found is not None and kind == _RAW:
+            return found[0], rate, found[1] * rate
+        best = best or found
+    if best is None:
+        return None
+    return best[0], rate, best[1] * rate
 
 
 def _record(kind: int, record: bytes) -> tuple[Endpoints, int] | None:
     """Endpoints and frame length of one flow record, or ``None`` if it has none."""
-    if kind == 1 and len(record) >= _RAW_HEADER.size:
+    if kind == _RAW and len(record) >= _RAW_HEADER.size:
         protocol, frame_length, _stripped, length = _RAW_HEADER.unpack_from(record)
         header = record[_RAW_HEADER.size : _RAW_HEADER.size + length]
         endpoints = parse_header(protocol, header)
         return None if endpoints is None else (endpoints, frame_length)
-    for layout, family in ((_SAMPLED_V4, 4), (_SAMPLED_V6, 6)):
-        if kind == family - 1 and len(record) >= layout.size:  # format 3: IPv4, 4: IPv6
-            length, proto, src, dst, src_port, dst_port = layout.unpack_from(record)
-            if proto > 255 or src_port > 0xFFFF or dst_port > 0xFFFF:
-                return None
-            return Endpoints.of(src, dst, proto, src_port, dst_port), length
-    return None
-
-
-class _Reader:
-    """XDR items read in order from ``data``; running past its end is a DecodeError."""
-
-    def __init__(self, data: bytes, where: str) -> None:
-        self._data = data
-        self._at = 0
-        self._where = where
-
-    def take(self, n: int, field: str) -> bytes:
-        padded = (n + 3) & ~3
-        if padded > len(self._data) - self._at:
-            raise DecodeError(f"{field}.length", "runs past the datagram", n)
-        self._at += padded
-        return self._data[self._at - padded : self._at - padded + n]
-
-    def skip(self, n: int) -> None:
-        self.take(n, self._where)
-
-    def u32(self) -> int:
-        (value,) = _U32.unpack(self.take(4, self._where))
-        return int(value)
-
-    def pair(self) -> tuple[int, int]:
-        first, second = _PAIR.unpack(self.take(8, self._where))
-        return int(first), int(second)
+    layout = _SAMPLED.get(kind)
+    if layout is None or len(record) < layout.size:
+        return None
+    length, proto, src, dst, src_port, dst_port = layout.unpack_from(record)
+    if proto > 255 or src_port > 0xFFFF or dst_port > 0xFFFF:
+        return None
+    return Endpoints.of(src, dst, proto, src_port, dst_port), length
