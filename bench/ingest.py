@@ -145,6 +145,19 @@ def _wait_idle(progress: Any, quiet_s: float = 1.0) -> None:
         time.sleep(0.05)
 
 
+def _wait_bound(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """Until something (nfcapd) holds UDP ``port`` on loopback."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"nfcapd did not bind udp/{port} (exit status {proc.poll()})")
+
+
 def run_nfcapd(stream: list[bytes], workdir: Path) -> tuple[int, float]:
     """(records stored, sender seconds) through nfcapd into its files."""
     flowdir = workdir / "nfcapd"
@@ -168,7 +181,7 @@ def run_nfcapd(stream: list[bytes], workdir: Path) -> tuple[int, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        time.sleep(0.5)  # nfcapd binds after start-up
+        _wait_bound(port, proc)
         seconds = blast(port, stream)
         time.sleep(1.0)  # let it drain its socket buffer
     finally:

@@ -10,7 +10,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tagwall.analytics import FlowFilter, FlowStore, Message
+from tagwall.analytics import FlowFilter, FlowStore
+from tagwall.analytics.collectors import SyslogMessage
 from tagwall.errors import StoreError
 
 from .flows_support import DAY_MS, T0, batch, estate
@@ -101,7 +102,10 @@ def test_retention_drops_old_days_and_keeps_new_ones(tmp_path: Path) -> None:
         store.append(batch(days), endpoints)
         old, new = T0 + HOUR_MS, T0 + 3 * DAY_MS + HOUR_MS
         store.append_messages(
-            [Message(t, "192.0.2.1", 16, 6, None, "fw", "kernel", "hello") for t in (old, new)]
+            [
+                SyslogMessage(t, "192.0.2.1", 16, 6, None, "fw", "kernel", "hello")
+                for t in (old, new)
+            ]
         )
         dropped = store.enforce_retention(T0 + 4 * DAY_MS + HOUR_MS)
         assert dropped == ("flows_d20231114", "flows_d20231115")

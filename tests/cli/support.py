@@ -3,11 +3,13 @@ or in-process (typer's CliRunner), find a free port, wait for a controller."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -69,6 +71,27 @@ def controller_command(port: int, data_dir: Path, *extra: str) -> list[str]:
         str(data_dir),
         *extra,
     ]
+
+
+@contextlib.contextmanager
+def running_controller(data_dir: Path, *extra: str) -> Iterator[str]:
+    """The URL of a ``tagwall controller`` process on a free port, serving until the block
+    ends (then killed)."""
+    port = free_port()
+    process = subprocess.Popen(
+        controller_command(port, data_dir, *extra),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process)
+        yield url
+    finally:
+        process.kill()
+        process.communicate(timeout=10)
 
 
 def tagwall(url: str, *args: str) -> tuple[int, str, str]:

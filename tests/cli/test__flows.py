@@ -12,11 +12,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from .support import EXAMPLES, REPO, controller_command, free_port, tagwall, wait_until_serving
+from .support import EXAMPLES, running_controller, tagwall
 
 # softflowd's IPv4 layout: addresses, octets, packets, start/end ms, ports, protocol.
 FIELDS = [(8, 4), (12, 4), (1, 8), (2, 8), (152, 8), (153, 8), (7, 2), (11, 2), (4, 1)]
@@ -60,36 +61,33 @@ def ipfix_message(records: list[tuple[str, str, int, int]], sequence: int = 0) -
 def collecting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, int]]]:
     """(URL, protocol → UDP port) of a controller with the three-tier example that collects
     IPFIX and syslog on free loopback ports."""
-    port = free_port()
-    process = subprocess.Popen(
-        controller_command(
-            port,
-            tmp_path_factory.mktemp("flows"),
-            "-f",
-            str(EXAMPLES / "three-tier"),
-            "--collect",
-            "ipfix:127.0.0.1:0",
-            "--collect",
-            "syslog:127.0.0.1:0",
-        ),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process)
-        stats = httpx.get(f"{url}/api/v1/flows/collectors").json()
+    with running_controller(
+        tmp_path_factory.mktemp("flows"),
+        "-f",
+        str(EXAMPLES / "three-tier"),
+        "--collect",
+        "ipfix:127.0.0.1:0",
+        "--collect",
+        "syslog:127.0.0.1:0",
+    ) as url:
+        stats = _wait_enriching(url, revision=1)  # the example, applied at start
         ports = {c["protocol"]: c["port"] for c in stats["collectors"]}
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.sendto(ipfix_message(SENT), ("127.0.0.1", ports["ipfix"]))
             sock.sendto(b"\x00\x0a garbage", ("127.0.0.1", ports["ipfix"]))
         _wait_stored(url, len(SENT))
         yield url, ports
-    finally:
-        process.kill()
-        process.communicate(timeout=10)
+
+
+def _wait_enriching(url: str, revision: int, timeout_s: float = 15) -> dict[str, Any]:
+    """The collectors' statistics once flows are enriched against ``revision`` or later."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats: dict[str, Any] = httpx.get(f"{url}/api/v1/flows/collectors").json()
+        if stats["revision"] >= revision:
+            return stats
+        time.sleep(0.05)
+    raise AssertionError(f"flows not enriched against revision {revision} in {timeout_s} s")
 
 
 def _wait_stored(url: str, rows: int, timeout_s: float = 15) -> dict[str, object]:
@@ -216,19 +214,6 @@ def test_a_controller_runs_the_analytics_role_by_default(controller: str) -> Non
 
 
 def test_flows_off_answers_404_with_the_reason(tmp_path: Path) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        controller_command(port, tmp_path, "--flows", "off"),
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_serving(url, process)
+    with running_controller(tmp_path, "--flows", "off") as url:
         code, _, stderr = tagwall(url, "graph")
-        assert code == 1 and "without a flow store" in stderr
-    finally:
-        process.kill()
-        process.communicate(timeout=10)
+    assert code == 1 and "without a flow store" in stderr

@@ -19,14 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from cli.support import (
-    EXAMPLES,
-    REPO,
-    controller_command,
-    free_port,
-    run_tagwall,
-    wait_until_serving,
-)
+from cli.support import EXAMPLES, REPO, run_tagwall, running_controller
 
 from tagwall._netns import NETNS_DIR
 from tagwall.cli._common import load_config
@@ -300,21 +293,8 @@ def test_down_cleans_up_without_the_state_file(tmp_path: Path) -> None:
 @pytest.fixture
 def outside_controller(tmp_path: Path) -> Iterator[str]:
     """A controller that is not the lab's: ``lab down`` must leave it running."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        controller_command(port, tmp_path / "outside"),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        wait_until_serving(url, process)
+    with running_controller(tmp_path / "outside") as url:
         yield url
-    finally:
-        process.kill()
-        process.wait(10)
 
 
 def _healthy(url: str) -> bool:

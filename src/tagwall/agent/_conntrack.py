@@ -46,10 +46,7 @@ the messages.
 from __future__ import annotations
 
 import enum
-import errno
 import os
-import select
-import socket
 import struct
 import threading
 import time
@@ -60,22 +57,22 @@ from typing import Any
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg  # type: ignore[import-untyped]  # pyroute2 has no types
 
 from .._netns import entered
+from ._netlink import (
+    NLMSG,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    RECV_BYTES,
+    NetlinkReader,
+    messages,
+    netlink_socket,
+)
 
 __all__ = ["ConntrackEvent", "ConntrackReader", "ConntrackStatistics", "EventKind", "FiveTuple"]
 
-_NETLINK_NETFILTER = 12  # not in Python's socket module
-_NLMSG = struct.Struct("=IHHII")  # length, type, flags, seq, port id
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _NLM_F_REQUEST, _NLM_F_CREATE, _NLM_F_DUMP = 0x1, 0x400, 0x300
 _CT_GET = 1 << 8 | 1  # NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
 _CT_DELETE = 1 << 8 | 2
 _GROUP_NEW, _GROUP_UPDATE, _GROUP_DESTROY = 1 << 0, 1 << 1, 1 << 2  # NFNLGRP_CONNTRACK_* - 1
-_SO_RCVBUFFORCE = 33  # SO_RCVBUF beyond net.core.rmem_max (root); not in typeshed
-_RCVBUF_BYTES = 8 * 1024 * 1024
-# A failed delivery is reported back to conntrack, which then keeps a destroyed entry and
-# redelivers its DESTROY event later instead of dropping it (what conntrackd does).
-_SOL_NETLINK, _NETLINK_BROADCAST_ERROR = 270, 4
-_RECV_BYTES = 1 << 16  # larger than any one datagram ctnetlink sends (a dump batch ~ 16 KiB)
 
 
 class EventKind(enum.Enum):
@@ -126,7 +123,7 @@ class ConntrackStatistics:
     lost_overruns: int  # ENOBUFS: the receive buffer overflowed and events were dropped
 
 
-class ConntrackReader:
+class ConntrackReader(NetlinkReader):
     def __init__(
         self,
         netns: str | None = None,
@@ -139,24 +136,17 @@ class ConntrackReader:
         self.netns = netns
         self.snapshot_interval_s = snapshot_interval_s
         self._clock = clock
-        self._lock = threading.Lock()  # guards the fields below, not the sockets
         self._dump_lock = threading.Lock()  # one dump at a time on ``_dump``
-        self._closed = False
-        self._iterating = False
-        self._counts = {"events": 0, "snapshots": 0, "lost_overruns": 0}
         with entered(netns):
             for name in ("nf_conntrack_acct", "nf_conntrack_timestamp", "nf_conntrack_events"):
                 with open(f"/proc/sys/net/netfilter/{name}", "w") as f:
                     f.write("1")
-            self._events = _netlink_socket(groups)
-            self._dump = _netlink_socket(0)
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._events = netlink_socket(groups)
+            self._dump = netlink_socket()
+        super().__init__({"events": 0, "snapshots": 0, "lost_overruns": 0})
 
     def __enter__(self) -> ConntrackReader:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def statistics(self) -> ConntrackStatistics:
         with self._lock:
@@ -164,7 +154,7 @@ class ConntrackReader:
 
     def snapshot(self) -> list[ConntrackEvent]:
         """Every entry of the table now (both families), as SNAPSHOT events."""
-        request = _NLMSG.pack(_NLMSG.size + 4, _CT_GET, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+        request = NLMSG.pack(NLMSG.size + 4, _CT_GET, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
         with self._dump_lock:
             self._dump.send(request + bytes(4))  # nfgenmsg: AF_UNSPEC, version 0, res_id 0
             return self._receive_dump()
@@ -172,104 +162,52 @@ class ConntrackReader:
     def _receive_dump(self) -> list[ConntrackEvent]:
         out: list[ConntrackEvent] = []
         while True:
-            data = self._dump.recv(_RECV_BYTES)
-            for kind, _, msg in _messages(data):
-                if kind == _NLMSG_DONE:
-                    with self._lock:
-                        self._counts["snapshots"] += 1
+            data = self._dump.recv(RECV_BYTES)
+            for kind, _, msg in messages(data):
+                if kind == NLMSG_DONE:
+                    self._count(snapshots=1)
                     return out
-                if kind == _NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", msg, _NLMSG.size)
+                if kind == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", msg, NLMSG.size)
                     raise OSError(-code, f"conntrack dump: {os.strerror(-code)}")
                 out.append(_event(EventKind.SNAPSHOT, msg, self._clock()))
 
     def __iter__(self) -> Iterator[ConntrackEvent]:
         """Events until ``close()``; a snapshot's events every ``snapshot_interval_s``, the
         first one an interval after iteration starts.  One iterator at a time."""
-        with self._lock:
-            if self._closed or self._iterating:
-                raise RuntimeError("the reader is closed or already being iterated")
-            self._iterating = True
-        try:
+        with self._iteration():
             next_snapshot = time.monotonic() + self.snapshot_interval_s
-            while not self._closed:
+            while True:
                 timeout = max(0.0, next_snapshot - time.monotonic())
-                events = self._events.fileno()
-                ready, _, _ = select.select([events, self._wake], [], [], timeout)
-                if self._wake in ready:
+                readable = self._wait(self._events, timeout)
+                if readable is None:
                     return
-                if events in ready:
+                if readable:
                     yield from self._receive()
                 if time.monotonic() >= next_snapshot:
                     next_snapshot = time.monotonic() + self.snapshot_interval_s
                     yield from self.snapshot()
-        finally:
-            with self._lock:
-                self._iterating = False
-                closed = self._closed
-            if closed:
-                self._release()
 
-    def close(self) -> None:
-        """Stop the iterator (from any thread) and release the sockets.  Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._iterating:
-                os.eventfd_write(self._wake, 1)  # the iterator releases on its way out
-                return
-        self._release()
-
-    def _release(self) -> None:
+    def _release_sockets(self) -> None:
         self._events.close()
         self._dump.close()
-        os.close(self._wake)
 
     def _receive(self) -> list[ConntrackEvent]:
-        try:
-            data = self._events.recv(_RECV_BYTES, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return []
-        except OSError as exc:
-            if exc.errno != errno.ENOBUFS:
-                raise
-            with self._lock:
-                self._counts["lost_overruns"] += 1
+        data = self._recv_nowait(self._events)
+        if data is None:
             return []
         now = self._clock()
         out = [
             _event(EventKind.DESTROY if kind == _CT_DELETE else _new_or_update(flags), msg, now)
-            for kind, flags, msg in _messages(data)
+            for kind, flags, msg in messages(data)
             if kind >> 8 == 1
         ]
-        with self._lock:
-            self._counts["events"] += len(out)
+        self._count(events=len(out))
         return out
-
-
-def _netlink_socket(groups: int) -> socket.socket:
-    sock = socket.socket(
-        socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_NETFILTER
-    )
-    sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF_BYTES)
-    if groups:
-        sock.setsockopt(_SOL_NETLINK, _NETLINK_BROADCAST_ERROR, 1)
-    sock.bind((0, groups))
-    return sock
 
 
 def _new_or_update(flags: int) -> EventKind:
     return EventKind.NEW if flags & _NLM_F_CREATE else EventKind.UPDATE
-
-
-def _messages(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(type, flags, whole message) of each netlink message in one datagram."""
-    offset = 0
-    while offset + _NLMSG.size <= len(data):
-        length, kind, flags, _, _ = _NLMSG.unpack_from(data, offset)
-        yield kind, flags, data[offset : offset + length]
-        offset += (length + 3) & ~3
 
 
 def _event(kind: EventKind, data: bytes, observed_ns: int) -> ConntrackEvent:

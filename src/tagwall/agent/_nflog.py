@@ -13,7 +13,8 @@ releases both (the kernel drops the instance with the socket); a group already b
 another socket in the namespace makes the constructor raise ``PermissionError`` (EPERM, the
 kernel's answer).
 
-Threads, not asyncio, for the reasons and with the ``close()`` behaviour of ``_conntrack``.
+Threads, not asyncio, for the reasons in ``_conntrack``; ``close()`` behaves as
+``_netlink.NetlinkReader`` says.
 
 Wire layout (values big-endian; the netlink message header and the attribute headers, ``u16
 len, u16 type``, in host order; each attribute padded to 4 bytes).  Binding group 5 sends
@@ -45,27 +46,20 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .._netns import entered
 from ._conntrack import FiveTuple
+from ._netlink import NLMSG, NLMSG_ERROR, RECV_BYTES, NetlinkReader, messages, netlink_socket
 
 __all__ = ["NflogReader", "NflogRecord", "NflogStatistics", "parse_packet"]
 
-_NETLINK_NETFILTER = 12
-_SO_RCVBUFFORCE = 33
-_RCVBUF_BYTES = 8 * 1024 * 1024
-_RECV_BYTES = 1 << 17
-_NLMSG = struct.Struct("=IHHII")  # length, type, flags, seq, port id (host order)
 _NFGEN = struct.Struct("!BBH")  # family, version, res_id (the group)
 _ATTR = struct.Struct("=HH")  # length (header included), type
-_NLMSG_ERROR = 2
 _MSG_PACKET, _MSG_CONFIG = 4 << 8 | 0, 4 << 8 | 1  # NFNL_SUBSYS_ULOG << 8 | NFULNL_MSG_*
 _CFG_CMD, _CFG_MODE, _CFG_TIMEOUT = 1, 2, 4
 _CMD_BIND, _COPY_PACKET = 1, 2
@@ -98,7 +92,7 @@ class NflogStatistics:
     lost_overruns: int  # ENOBUFS: the receive buffer overflowed and records were dropped
 
 
-class NflogReader:
+class NflogReader(NetlinkReader):
     def __init__(
         self,
         group: int,
@@ -111,20 +105,14 @@ class NflogReader:
         self.group = group
         self.netns = netns
         self._clock = clock
-        self._lock = threading.Lock()
-        self._closed = False
-        self._iterating = False
-        self._counts = {"records": 0, "skipped": 0, "lost_overruns": 0}
         with entered(netns):
-            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
+            self._sock = netlink_socket()
         try:
-            self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF_BYTES)
-            self._sock.bind((0, 0))
             self._bind(copy_range, round(flush_timeout_s * 100))
         except BaseException:
             self._sock.close()
             raise
-        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        super().__init__({"records": 0, "skipped": 0, "lost_overruns": 0})
 
     def _bind(self, copy_range: int, timeout_cs: int) -> None:
         attrs = (
@@ -134,19 +122,16 @@ class NflogReader:
         )
         body = _NFGEN.pack(socket.AF_UNSPEC, 0, self.group) + attrs
         flags = 0x1 | 0x4  # NLM_F_REQUEST | NLM_F_ACK
-        self._sock.send(_NLMSG.pack(_NLMSG.size + len(body), _MSG_CONFIG, flags, 1, 0) + body)
-        reply = self._sock.recv(_RECV_BYTES)
-        _, kind, _, _, _ = _NLMSG.unpack_from(reply)
-        (code,) = struct.unpack_from("=i", reply, _NLMSG.size)
-        if kind != _NLMSG_ERROR or code != 0:
+        self._sock.send(NLMSG.pack(NLMSG.size + len(body), _MSG_CONFIG, flags, 1, 0) + body)
+        reply = self._sock.recv(RECV_BYTES)
+        _, kind, _, _, _ = NLMSG.unpack_from(reply)
+        (code,) = struct.unpack_from("=i", reply, NLMSG.size)
+        if kind != NLMSG_ERROR or code != 0:
             why = "bound by another socket" if -code == errno.EPERM else os.strerror(-code)
             raise OSError(-code, f"NFLOG group {self.group} cannot be bound: {why}")
 
     def __enter__(self) -> NflogReader:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def statistics(self) -> NflogStatistics:
         with self._lock:
@@ -154,65 +139,28 @@ class NflogReader:
 
     def __iter__(self) -> Iterator[NflogRecord]:
         """Records until ``close()``.  One iterator at a time."""
-        with self._lock:
-            if self._closed or self._iterating:
-                raise RuntimeError("the reader is closed or already being iterated")
-            self._iterating = True
-        try:
-            fd = self._sock.fileno()
-            while not self._closed:
-                ready, _, _ = select.select([fd, self._wake], [], [])
-                if self._wake in ready:
-                    return
+        with self._iteration():
+            while self._wait(self._sock):
                 yield from self._receive()
-        finally:
-            with self._lock:
-                self._iterating = False
-                closed = self._closed
-            if closed:
-                self._release()
 
-    def close(self) -> None:
-        """Stop the iterator (from any thread), unbind and release the socket.  Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._iterating:
-                os.eventfd_write(self._wake, 1)  # the iterator releases on its way out
-                return
-        self._release()
-
-    def _release(self) -> None:
-        self._sock.close()
-        os.close(self._wake)
+    def _release_sockets(self) -> None:
+        self._sock.close()  # the kernel unbinds the group with the socket
 
     def _receive(self) -> list[NflogRecord]:
-        try:
-            data = self._sock.recv(_RECV_BYTES, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return []
-        except OSError as exc:
-            if exc.errno != errno.ENOBUFS:
-                raise
-            with self._lock:
-                self._counts["lost_overruns"] += 1
+        data = self._recv_nowait(self._sock)
+        if data is None:
             return []
         now = self._clock()
         out: list[NflogRecord] = []
-        skipped = offset = 0
-        while offset + _NLMSG.size <= len(data):
-            length, kind, _, _, _ = _NLMSG.unpack_from(data, offset)
+        skipped = 0
+        for kind, _, message in messages(data):
             if kind == _MSG_PACKET:
-                record = parse_packet(data[offset : offset + length], now)
+                record = parse_packet(message, now)
                 if record is None:
                     skipped += 1
                 else:
                     out.append(record)
-            offset += (length + 3) & ~3
-        with self._lock:
-            self._counts["records"] += len(out)
-            self._counts["skipped"] += skipped
+        self._count(records=len(out), skipped=skipped)
         return out
 
 
@@ -220,7 +168,7 @@ def parse_packet(message: bytes, observed_ns: int) -> NflogRecord | None:
     """One ``NFULNL_MSG_PACKET`` message (netlink header included) as a record; None when
     its payload is not a parseable IP packet."""
     attrs: dict[int, bytes] = {}
-    offset = _NLMSG.size + _NFGEN.size
+    offset = NLMSG.size + _NFGEN.size
     while offset + _ATTR.size <= len(message):
         length, kind = _ATTR.unpack_from(message, offset)
         if length < _ATTR.size:

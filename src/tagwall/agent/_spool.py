@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["Spool", "SpoolRecord", "SpoolStatistics"]
+__all__ = ["Spool", "SpoolRecord", "SpoolStatistics", "fsync_dir"]
 
 log = logging.getLogger("tagwall.agent")
 
@@ -205,7 +205,7 @@ class Spool:
         path = self.directory / f"{first:020d}.seg"
         self._writer = open(path, "ab")  # noqa: SIM115  # stays open across appends
         self._segments.append(_Segment(first, path, 0, 0))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         return self._writer
 
     def _write_state_locked(self) -> None:
@@ -215,7 +215,7 @@ class Spool:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
 
 def _last_seq(segment: _Segment) -> int:
@@ -240,7 +240,8 @@ def _recover(path: Path) -> _Segment:
     return _Segment(int(path.stem), path, records, offset)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (a file created, renamed or removed) durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

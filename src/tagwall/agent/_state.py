@@ -27,6 +27,7 @@ from ..compiler import (
     program_to_wire,
 )
 from ..errors import TagwallError
+from ._spool import fsync_dir
 
 __all__ = ["COMPACT_AFTER", "ProgramState"]
 
@@ -82,7 +83,7 @@ class ProgramState:
         # The journal belongs to the old snapshot; the new one already contains it.
         self._journal.unlink(missing_ok=True)
         self._lines = 0
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def append(self, base: int, revision: int, delta: ProgramDelta, program: Program) -> None:
         """Record ``delta`` (base → revision); ``program`` is the result, snapshotted instead
@@ -102,11 +103,3 @@ class ProgramState:
             path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # not empty (someone else's files) or already gone
             self.directory.rmdir()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

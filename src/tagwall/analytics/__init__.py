@@ -34,7 +34,7 @@ from ._queries import (
     Violation,
 )
 from ._service import Analytics, AnalyticsStatistics
-from ._store import FlowStore, Message, StoreStatistics, SyslogRecord
+from ._store import FlowStore, StoreStatistics
 
 __all__ = [
     "COLUMNS",
@@ -55,12 +55,10 @@ __all__ = [
     "FlowVerdict",
     "Graph",
     "GraphEdge",
-    "Message",
     "Metric",
     "RuleRef",
     "Source",
     "StoreStatistics",
-    "SyslogRecord",
     "TagTerm",
     "Talker",
     "Verdict",

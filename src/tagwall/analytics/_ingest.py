@@ -117,6 +117,8 @@ class _Reader:
         except TimeoutError:
             return by_exporter
         by_exporter.setdefault(addr[0], []).append(data)
+        # Non-blocking for the rest of the burst.  (MSG_DONTWAIT would not do: on a socket
+        # with a timeout CPython first polls for the timeout, then raises TimeoutError.)
         self.sock.setblocking(False)
         try:
             for _ in range(self._burst - 1):

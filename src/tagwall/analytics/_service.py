@@ -29,6 +29,7 @@ log = logging.getLogger("tagwall.analytics")
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsStatistics:
+    revision: int  # of the configuration flows are enriched against now
     store: StoreStatistics
     collectors: tuple[CollectorStatistics, ...]
 
@@ -44,11 +45,14 @@ class Analytics:
         self._specs = list(collectors)
         self._lock = threading.Lock()
         self._endpoints: Endpoints | None = None
+        self._revision = 0
         self._collectors: Collectors | None = None
 
-    def start(self, config: Config) -> None:
+    def start(self, config: Config, revision: int = 0) -> None:
+        """Enrich against ``config`` (of ``revision``) and start the collectors."""
         with self._lock:
             self._endpoints = self.store.endpoints(config)
+            self._revision = revision
         if self._specs:
             collectors = Collectors(self._specs, self.ingest)
             collectors.start()
@@ -58,10 +62,11 @@ class Analytics:
                 ", ".join(f"{p} udp/{n}" for p, n in sorted(collectors.ports.items())),
             )
 
-    def update(self, config: Config) -> None:
-        """Enrich from now on against ``config``'s workloads and tags."""
+    def update(self, config: Config, revision: int) -> None:
+        """Enrich from now on against ``config``'s workloads and tags (of ``revision``)."""
         with self._lock:
             self._endpoints = self.store.endpoints(config)
+            self._revision = revision
 
     def ingest(self, decoded: Decoded) -> None:
         with self._lock:
@@ -80,7 +85,7 @@ class Analytics:
 
     def statistics(self) -> AnalyticsStatistics:
         collectors = self._collectors.statistics() if self._collectors else []
-        return AnalyticsStatistics(self.store.statistics(), tuple(collectors))
+        return AnalyticsStatistics(self._revision, self.store.statistics(), tuple(collectors))
 
     def close(self) -> None:
         """Stop the collectors (their last bursts are stored), then flush and close the

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -71,8 +71,9 @@ from ._queries import (
     violation_of,
     violations_query,
 )
+from .collectors import SyslogMessage
 
-__all__ = ["FlowStore", "Message", "StoreStatistics", "SyslogRecord"]
+__all__ = ["FlowStore", "StoreStatistics"]
 
 DAY_MS = 86_400_000
 log = logging.getLogger("tagwall.analytics")
@@ -113,41 +114,6 @@ def _day_of(table: str) -> int | None:
         return None
     moment = datetime.strptime(match.group(1), "%Y%m%d").replace(tzinfo=UTC)
     return int(moment.timestamp()) // 86_400
-
-
-class SyslogRecord(Protocol):
-    """A syslog line that carries no flow (the collectors' ``SyslogMessage`` is one)."""
-
-    @property
-    def received_ms(self) -> int: ...
-    @property
-    def exporter(self) -> str: ...
-    @property
-    def facility(self) -> int: ...
-    @property
-    def severity(self) -> int: ...
-    @property
-    def timestamp_ms(self) -> int | None: ...
-    @property
-    def hostname(self) -> str | None: ...
-    @property
-    def app(self) -> str | None: ...
-    @property
-    def text(self) -> str: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A :class:`SyslogRecord` for callers that have no decoder's message at hand."""
-
-    received_ms: int
-    exporter: str
-    facility: int
-    severity: int
-    timestamp_ms: int | None
-    hostname: str | None
-    app: str | None
-    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +275,7 @@ class FlowStore:
         self._rule_ids[rule] = len(self._rules)
         return len(self._rules)
 
-    def append_messages(self, messages: Iterable[SyslogRecord]) -> None:
+    def append_messages(self, messages: Iterable[SyslogMessage]) -> None:
         """Accept syslog lines that carry no flow; stored with the next flush."""
         items = list(messages)
         if not items:
@@ -317,7 +283,7 @@ class FlowStore:
         table = pa.table(
             {
                 name: pa.array([getattr(m, name) for m in items])
-                for name in Message.__dataclass_fields__
+                for name in SyslogMessage.__dataclass_fields__
             }
         )
         with self._lock:

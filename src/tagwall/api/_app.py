@@ -87,8 +87,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(hub.run(), name="program-hub")]
         if analytics is not None:
-            await asyncio.to_thread(lambda: analytics.start(live.config()[1]))
-            tasks.append(asyncio.create_task(follow(analytics), name="analytics"))
+            revision, config = await asyncio.to_thread(live.config)
+            await asyncio.to_thread(analytics.start, config, revision)
+            tasks.append(asyncio.create_task(follow(analytics, revision), name="analytics"))
         try:
             yield
         finally:
@@ -100,9 +101,8 @@ def create_app(
             if analytics is not None:
                 await asyncio.to_thread(analytics.close)
 
-    async def follow(analytics: Analytics) -> None:
-        """Enrich flows against each new revision's workloads and tags."""
-        revision = store.revision()
+    async def follow(analytics: Analytics, revision: int) -> None:
+        """Enrich flows against each revision after ``revision``'s workloads and tags."""
         while True:
             async for _event in store.awatch(revision):
                 break
@@ -112,7 +112,7 @@ def create_app(
                 log.error("analytics keeps revision %s's endpoints: %s", revision, exc)
                 revision = store.revision()
                 continue
-            await asyncio.to_thread(analytics.update, config)
+            await asyncio.to_thread(analytics.update, config, revision)
 
     app = FastAPI(
         title=title,

@@ -109,6 +109,7 @@ def flows_router(analytics: Analytics | None) -> APIRouter:
     def collectors() -> dict[str, Any]:
         stats = need().statistics()
         return {
+            "revision": stats.revision,
             "store": dataclasses.asdict(stats.store),
             "collectors": [dataclasses.asdict(c) for c in stats.collectors],
         }

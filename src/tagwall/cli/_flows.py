@@ -48,27 +48,22 @@ def _since_ms(text: str | None) -> str | None:
 
 def _params(
     since: str | None,
-    tag: list[str] | None,
-    from_tag: list[str] | None,
-    to_tag: list[str] | None,
-    workload: str | None,
-    verdict: str | None,
-    policy: str | None,
-    rule: str | None,
-    proto: str | None,
-    port: int | None,
+    *,
+    tag: list[str] | None = None,
+    from_tag: list[str] | None = None,
+    to_tag: list[str] | None = None,
+    port: int | None = None,
+    **rest: str | None,
 ) -> dict[str, str | list[str] | None]:
+    """The query parameters of ``GET /flows…`` from the commands' filter options; ``rest``
+    are the ones passed as they are (workload, verdict, policy, rule, proto)."""
     return {
         "since_ms": _since_ms(since),
         "tag": tag or [],
         "src_tag": from_tag or [],
         "dst_tag": to_tag or [],
-        "workload": workload,
-        "verdict": verdict,
-        "policy": policy,
-        "rule": rule,
-        "proto": proto,
         "port": None if port is None else str(port),
+        **rest,
     }
 
 
@@ -122,7 +117,18 @@ def flows(
     ] = False,
 ) -> None:
     """Flows the analytics role stored, newest first (oldest first with --follow)."""
-    params = _params(since, tag, from_tag, to_tag, workload, verdict, policy, rule, proto, port)
+    params = _params(
+        since,
+        tag=tag,
+        from_tag=from_tag,
+        to_tag=to_tag,
+        port=port,
+        workload=workload,
+        verdict=verdict,
+        policy=policy,
+        rule=rule,
+        proto=proto,
+    )
     with Client(server) as client:
         items = client.request("GET", "/flows", params={**params, "limit": str(limit)})["items"]
         if not follow:
@@ -175,7 +181,7 @@ def graph(
 ) -> None:
     """Who talks to whom, by application (or any tag types): edges with flows, bytes and
     allowed / denied / would-deny counts."""
-    params = _params(since, tag, None, None, workload, None, None, None, proto, port)
+    params = _params(since, tag=tag, port=port, workload=workload, proto=proto)
     with Client(server) as client:
         answer = client.request(
             "GET", "/flows/graph", params={**params, "by": by or ["application"]}
@@ -206,7 +212,7 @@ def top(
     port: PortOpt = None,
 ) -> None:
     """Top talkers by bytes or flows."""
-    params = _params(since, tag, None, None, None, None, None, None, proto, port)
+    params = _params(since, tag=tag, port=port, proto=proto)
     with Client(server) as client:
         answer = client.request(
             "GET", "/flows/top", params={**params, "by": by, "metric": metric, "n": str(n)}
@@ -226,7 +232,7 @@ def violations(
     limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
 ) -> None:
     """Denied and would-deny flows, grouped by violator and the rule that denied them."""
-    params = _params(since, tag, None, None, workload, None, policy, rule, None, None)
+    params = _params(since, tag=tag, workload=workload, policy=policy, rule=rule)
     with Client(server) as client:
         items = client.request("GET", "/flows/violations", params={**params, "limit": str(limit)})
     if not emit(items["items"], output):

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._batch import FlowBatch, Source
 from ._base import Counters, Decoded, DecodeError, DecoderStatistics, with_dropped
-from ._template import Chunk, FieldSpec, Template, columns, uint
+from ._template import Chunk, FieldSpec, Template, columns, read_rows, uint
 
 __all__ = ["Found", "PacketDecoder", "Templates"]
 
@@ -43,6 +43,24 @@ class PacketDecoder(abc.ABC):
         """The data sets of one packet; raises :class:`DecodeError` if it is malformed.
         It may learn templates and options state on the way (kept even if it raises later:
         the exporter meant them)."""
+
+    def _data_rows(
+        self, packet: bytes, start: int, end: int, exporter: str, domain: int, template_id: int
+    ) -> tuple[Template, bytes, int] | None:
+        """(template, rows, count) of the data set ``packet[start:end]``; None for a set
+        whose template has not arrived, or one of options records (applied to the state):
+        both counted as skipped."""
+        known = self._templates.get(exporter, domain, template_id)
+        if known is None:
+            self._counters.skipped += 1
+            return None
+        template, options = known
+        rows, count = read_rows(template, packet, start, end)
+        if options:
+            self._templates.apply_options(exporter, domain, template, rows)
+            self._counters.skipped += count
+            return None
+        return template, rows, count
 
     def decode(self, packet: bytes, exporter: str, received_ms: int) -> Decoded:
         """The flows of one packet.  Raises :class:`DecodeError` if it is malformed."""

@@ -33,7 +33,7 @@ import struct
 from .._batch import Source
 from ._base import DecodeError
 from ._state import Found, PacketDecoder
-from ._template import Chunk, FieldSpec, read_rows
+from ._template import Chunk, FieldSpec
 
 __all__ = ["IpfixDecoder"]
 
@@ -135,16 +135,10 @@ class IpfixDecoder(PacketDecoder):
         export_s: int,
         found: Found,
     ) -> None:
-        known = self._templates.get(exporter, domain, template_id)
-        if known is None:
-            self._counters.skipped += 1
+        data = self._data_rows(packet, start, end, exporter, domain, template_id)
+        if data is None:
             return
-        template, options = known
-        rows, count = read_rows(template, packet, start, end)
-        if options:
-            self._templates.apply_options(exporter, domain, template, rows)
-            self._counters.skipped += count
-            return
+        template, rows, count = data
         boot_ms = self._templates.boot_ms(exporter, domain)
         sampling = self._templates.sampling(exporter, domain)
         found.append((template, Chunk(rows, count, export_s * 1000, boot_ms, sampling)))

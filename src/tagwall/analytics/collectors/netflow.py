@@ -102,16 +102,10 @@ class Netflow9Decoder(PacketDecoder):
             elif flowset_id == 1:
                 self._options_set(packet, start, end, exporter, source_id)
             elif flowset_id >= 256:
-                known = self._templates.get(exporter, source_id, flowset_id)
-                if known is None:
-                    self._counters.skipped += 1
+                data = self._data_rows(packet, start, end, exporter, source_id, flowset_id)
+                if data is None:
                     continue
-                template, options = known
-                rows, n = read_rows(template, packet, start, end)
-                if options:
-                    self._templates.apply_options(exporter, source_id, template, rows)
-                    self._counters.skipped += n
-                    continue
+                template, rows, n = data
                 rate = self._templates.sampling(exporter, source_id)
                 found.append((template, Chunk(rows, n, export_ms, export_ms - uptime_ms, rate)))
             else:
