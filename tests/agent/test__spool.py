@@ -126,3 +126,23 @@ def test_reopen_after_ack_does_not_redeliver(tmp_path: Path) -> None:
     emptied.append([b"next"])
     assert emptied.peek(10) == [SpoolRecord(12, b"next")]
     emptied.close()
+
+
+def test_a_spool_keeps_its_identity_and_a_new_one_gets_another(tmp_path: Path) -> None:
+    """The identity names the sequence: the same spool reopened keeps it (its numbers go on),
+    a spool made afresh in an emptied directory numbers from 1 under another one."""
+    first = Spool(tmp_path / "s", max_bytes=1000)
+    first.append([b"a"])
+    identity = first.identity
+    first.close()
+    again = Spool(tmp_path / "s", max_bytes=1000)
+    assert again.identity == identity
+    assert again.append([b"b"]) == 1 and again.peek(2)[-1].seq == 2
+    again.close()
+    for path in (tmp_path / "s").iterdir():
+        path.unlink()
+    fresh = Spool(tmp_path / "s", max_bytes=1000)
+    assert fresh.identity != identity
+    fresh.append([b"c"])
+    assert fresh.peek(1) == [SpoolRecord(1, b"c")]
+    fresh.close()

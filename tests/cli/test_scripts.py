@@ -76,7 +76,8 @@ def test_demo_on_the_simulator() -> None:
 @pytest.mark.privileged
 @pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 def test_demo_in_the_lab() -> None:
-    """The main job: lab up, real packets equal reach, a live edit flips real verdicts."""
+    """The main job: lab up, real packets equal reach, a live edit flips real verdicts, and
+    the agents' flow reports show what decided."""
     result = _demo()
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -87,6 +88,11 @@ def test_demo_in_the_lab() -> None:
     before, after = dict(matrices[:2]), dict(matrices[2:4])
     assert before["shop-web-prod"].split()[11] == "✔" and after["shop-web-prod"].split()[11] == "·"
     assert before["shop-web-dev"].split()[11] == "·" and after["shop-web-dev"].split()[11] == "✔"
+    # The agents reported the probes' connections, each with the rule that decided it.
+    flows = out[out.index("8. What the agents saw") :]
+    assert re.search(r"^4 flow\(s\)$", flows, flags=re.M)
+    assert re.search(r"^ deny +│ \S+ +│ application-default-deny ", flows, flags=re.M)
+    assert re.search(r"^ shop +│ shop +│ \d+ +│ \d+ +│ [1-9]", flows, flags=re.M)  # allowed
     assert "Traceback" not in result.stderr
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert "twlabdemo" not in left.stdout  # --no-wait took the lab down

@@ -339,3 +339,84 @@ def test_planned_routes_deliver_between_every_pair_of_addresses(config: Config) 
                         assert _deliver(topology, src.namespace, dst_ip) == dst.namespace, (
                             f"{src.name} → {dst.name} ({dst_ip})"
                         )
+
+
+def _service(name: str, template: str, mode: str, workload: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "tagwall/v1",
+            "kind": "ServiceTemplate",
+            "metadata": {"name": template},
+            "spec": {"mode": mode, "function": "l7-firewall"},
+        },
+        {
+            "apiVersion": "tagwall/v1",
+            "kind": "ServiceInstance",
+            "metadata": {"name": name},
+            "spec": {"template": template, "workloads": [workload]},
+        },
+    ]
+
+
+def _sides(ips: tuple[list[str], list[str]]) -> list[dict[str, Any]]:
+    return [
+        {"name": "left", "ips": ips[0], "role": "left"},
+        {"name": "right", "ips": ips[1], "role": "right"},
+    ]
+
+
+def test_service_workloads_are_wired_by_their_template_mode() -> None:
+    """In-network: left and right keep their addresses, the namespace forwards and sends what
+    came in on one side out of the other.  Transparent: left and right get links although
+    they have no addresses, and a bridge joins them; the host gives their ports no gateway.
+    Every host-side port carries the alias the agent finds service ports by."""
+    topology = plan(
+        _config(
+            _workload("fw", host="h1", interfaces=_sides((["10.9.0.1"], ["10.9.1.1"]))),
+            _workload("tp", host="h1", interfaces=_sides(([], []))),
+            *_service("fw-1", "routed", "in-network", "fw"),
+            *_service("tp-1", "bump", "transparent", "tp"),
+        ),
+        "twlab",
+    )
+    by_name = {w.name: w for w in topology.workloads}
+    assert by_name["fw"].service is not None and by_name["tp"].service is not None
+    assert (by_name["fw"].service.mode, by_name["fw"].service.bridge) == ("in-network", None)
+    assert by_name["tp"].service.as_dict() == {
+        "mode": "transparent",
+        "function": "l7-firewall",
+        "left": "left",
+        "right": "right",
+        "bridge": "br-svc",
+    }
+    fw = _namespace(topology, "twlab-w-fw")
+    assert ("net/ipv4/ip_forward", "1") in fw.sysctls
+    assert [(r.interface, r.table) for r in fw.rules] == [("left", 101), ("right", 102)]
+    out = {r.table: (r.interface, str(r.gateway)) for r in fw.routes if r.table is not None}
+    assert out == {101: ("right", str(GATEWAY_IPV4)), 102: ("left", str(GATEWAY_IPV4))}
+    tp = _namespace(topology, "twlab-w-tp")
+    assert (tp.bridge, tp.bridge_ports, tp.addresses, tp.rules) == (
+        "br-svc",
+        ("left", "right"),
+        (),
+        (),
+    )
+    ports = {v.name: v.alias for v in topology.veths if v.peer_namespace == "twlab-w-tp"}
+    assert sorted(str(alias) for alias in ports.values()) == ["tagwall:tp/left", "tagwall:tp/right"]
+    host = _namespace(topology, "twlab-h-h1")
+    assert {itf for itf, _ in host.addresses} & set(ports) == set()
+
+
+def test_service_interfaces_that_do_not_fit_the_mode_are_refused() -> None:
+    config = _config(
+        _workload("fw", host="h1", interfaces=_sides((["10.9.0.1"], ["fd00::1"]))),
+        _workload("tp", host="h1", interfaces=_sides((["10.9.2.1"], []))),
+        *_service("fw-1", "routed", "in-network", "fw"),
+        *_service("tp-1", "bump", "transparent", "tp"),
+    )
+    with pytest.raises(ValidationError) as caught:
+        plan(config, "twlab")
+    found = {(p.name, p.path): p.reason for p in caught.value.problems}
+    assert set(found) == {("fw", "spec.interfaces[1].ips"), ("tp", "spec.interfaces[0].ips")}
+    assert "needs an IPv4 address" in found[("fw", "spec.interfaces[1].ips")]
+    assert "no addresses" in found[("tp", "spec.interfaces[0].ips")]

@@ -6,7 +6,8 @@ Two labs, each built once for the module and reconfigured per test through its c
 test's), waiting until every agent has acknowledged it:
 
 - *native*: three-tier's twelve workloads and payment API, the guard rails' DNS servers and
-  monitoring service, and a service workload ``fw`` (17 workloads, 6 hosts, 2 externals);
+  monitoring service, and a service workload ``fw`` of instance ``fw-1``, a plain in-network
+  forwarder (17 workloads, 6 hosts, 2 externals);
 - *kubernetes*: examples/kubernetes/shop.yaml's namespaces and pods plus one UDP pod (6 pods
   on 2 nodes).
 
@@ -69,6 +70,16 @@ spec:
   interfaces:
   - {name: left, ips: [10.9.0.1], role: left}
   - {name: right, ips: [10.9.1.1], role: right}
+---
+apiVersion: tagwall/v1
+kind: ServiceTemplate
+metadata: {name: l7}
+spec: {mode: in-network, function: forwarder}
+---
+apiVersion: tagwall/v1
+kind: ServiceInstance
+metadata: {name: fw-1}
+spec: {template: l7, workloads: [fw]}
 """
 
 
@@ -328,16 +339,6 @@ def test_audit_mode_is_not_enforced(native: tuple[RunningLab, NativeFiles]) -> N
 
 REDIRECT = """\
 apiVersion: tagwall/v1
-kind: ServiceTemplate
-metadata: {name: l7}
-spec: {mode: in-network}
----
-apiVersion: tagwall/v1
-kind: ServiceInstance
-metadata: {name: fw-1}
-spec: {template: l7, workloads: [fw]}
----
-apiVersion: tagwall/v1
 kind: FirewallPolicy
 metadata: {name: steer}
 spec:
@@ -353,11 +354,18 @@ spec: {tier: application, priority: 1, selector: tier=app, directions: [ingress]
 """
 
 
-def test_redirect_is_treated_as_allow(native: tuple[RunningLab, NativeFiles]) -> None:
-    """Service chains are not wired yet (docs/lab.md): a redirect rule allows, like allow."""
+def test_redirect_through_a_forwarder_allows_like_allow(
+    native: tuple[RunningLab, NativeFiles],
+) -> None:
+    """A redirect rule decides like allow: flows into host-1's app workloads are steered
+    through fw-1, a plain forwarder on host-1 (docs/steering.md), and arrive as reach says;
+    the forwarder's right interface saw them."""
     lab, files = native
+    fw = f"{lab.name}-w-fw"
+    before = _received(fw, "right")
     lab.set_objects([*files.workloads, *yaml_documents(files.directory, "rd.yaml", REDIRECT)])
     answers = lab.assert_probe_equals_reach(["tcp/8080"])
+    assert _received(fw, "right") > before
     _check_claims(
         answers,
         [
@@ -365,6 +373,17 @@ def test_redirect_is_treated_as_allow(native: tuple[RunningLab, NativeFiles]) ->
             ("tcp/8080", "dns-1", "shop-app-prod", False),
         ],
     )
+
+
+def _received(namespace: str, interface: str) -> int:
+    out = subprocess.run(
+        ["ip", "-n", namespace, "-s", "-j", "link", "show", "dev", interface],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    packets: int = json.loads(out)[0]["stats64"]["rx"]["packets"]
+    return packets
 
 
 # -- the Kubernetes lab -------------------------------------------------------------------------

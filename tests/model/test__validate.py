@@ -26,6 +26,7 @@ from tagwall.model import (
     Protocol,
     Ref,
     RuleDirection,
+    ServiceFunction,
     TagsEndpoint,
     Tier,
     TrafficDirection,
@@ -316,6 +317,7 @@ def test_good_service_chain() -> None:
     assert template.health_check is not None
     assert template.health_check.type is HealthCheckType.HTTP
     assert (template.health_check.path, template.health_check.timeout_s) == ("/healthz", 0.5)
+    assert template.function is ServiceFunction.FORWARDER  # the default: no inspection
     instance = cfg.service_instances[Ref("fw-1", "shop")]
     assert (instance.template, instance.workloads) == (Ref("l7-firewall"), ("fw-a",))
 
@@ -762,6 +764,12 @@ def test_problem_names_source_object_path_value_and_reason(
         ),
         pytest.param(
             "kind: Pod\nmetadata: {name: p}", "kind", tuple(sorted(NATIVE_KINDS)), id="kinds"
+        ),
+        pytest.param(
+            "kind: ServiceTemplate\nmetadata: {name: t}\nspec: {function: nginx}",
+            "spec.function",
+            ("forwarder", "l7-firewall"),
+            id="service-function",
         ),
         pytest.param(
             _workload("{interfaces: [{ips: [], mtu: 9000}]}"),

@@ -4,6 +4,11 @@ program and keeps enforcing it when every controller is gone (fail-static).
 
 ``Agent`` (``_agent.py``) is the connection loop and message handling; ``ProgramState``
 (``_state.py``) the on-disk program.  The CLI (``tagwall agent``) builds one from options.
+
+Flow reports live in the submodule ``tagwall.agent.recorder`` (``FlowRecorder``: conntrack and
+NFLOG in, reports spooled and shipped to the controller's analytics; ``_flows.py`` assembles
+them), imported only by an agent that records flows: it needs pyroute2 and netlink sockets,
+which neither the agent's core nor the simulator data path does.
 """
 
 from ._agent import Agent

@@ -67,12 +67,22 @@ from ._netlink import (
     netlink_socket,
 )
 
-__all__ = ["ConntrackEvent", "ConntrackReader", "ConntrackStatistics", "EventKind", "FiveTuple"]
+__all__ = [
+    "TCP_CLOSING_STATES",
+    "ConntrackEvent",
+    "ConntrackReader",
+    "ConntrackStatistics",
+    "EventKind",
+    "FiveTuple",
+]
 
 _NLM_F_REQUEST, _NLM_F_CREATE, _NLM_F_DUMP = 0x1, 0x400, 0x300
 _CT_GET = 1 << 8 | 1  # NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
 _CT_DELETE = 1 << 8 | 2
 _GROUP_NEW, _GROUP_UPDATE, _GROUP_DESTROY = 1 << 0, 1 << 1, 1 << 2  # NFNLGRP_CONNTRACK_* - 1
+# enum tcp_conntrack: FIN_WAIT 4, CLOSE_WAIT 5, LAST_ACK 6, TIME_WAIT 7, CLOSE 8 — a FIN or an
+# RST was seen, the connection is over for its ends although the entry lingers (TIME_WAIT 2 min).
+TCP_CLOSING_STATES = frozenset({4, 5, 6, 7, 8})
 
 
 class EventKind(enum.Enum):
@@ -114,6 +124,7 @@ class ConntrackEvent:
     start_ns: int | None
     stop_ns: int | None
     observed_ns: int
+    tcp_state: int | None = None  # the kernel's TCP state (``TCP_CLOSING_STATES``); None: not TCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +240,7 @@ def _event(kind: EventKind, data: bytes, observed_ns: int) -> ConntrackEvent:
     orig: Any = msg.get_attr("CTA_COUNTERS_ORIG")
     reply: Any = msg.get_attr("CTA_COUNTERS_REPLY")
     stamp: Any = msg.get_attr("CTA_TIMESTAMP")
+    tcp: Any = msg.get_nested("CTA_PROTOINFO", "CTA_PROTOINFO_TCP")
     return ConntrackEvent(
         kind=kind,
         ct_id=msg.get_attr("CTA_ID"),
@@ -241,4 +253,5 @@ def _event(kind: EventKind, data: bytes, observed_ns: int) -> ConntrackEvent:
         start_ns=stamp and stamp.get_attr("CTA_TIMESTAMP_START"),
         stop_ns=stamp and stamp.get_attr("CTA_TIMESTAMP_STOP"),
         observed_ns=observed_ns,
+        tcp_state=tcp and tcp.get_attr("CTA_PROTOINFO_TCP_STATE"),
     )

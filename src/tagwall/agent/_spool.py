@@ -18,7 +18,8 @@ Guarantees (for a caller that acks only what the controller confirmed):
   a segment with unacknowledged ones (at most one segment, ``segment_bytes``).
 
 Layout of ``directory``: ``<first seq, 20 digits>.seg`` segment files, append-only, and
-``state.json`` = ``{"acked": A, "dropped": D}``, replaced atomically (write, fsync, rename).
+``state.json`` = ``{"acked": A, "dropped": D, "identity": I}``, replaced atomically (write,
+fsync, rename); ``identity`` is random, made with the spool, and names its sequence numbers.
 fsync policy: one fsync per ``append`` call (a batch), and of the directory when a segment is
 created; one state write per ``ack`` and per batch that dropped records.
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import struct
 import threading
 import zlib
@@ -85,6 +87,11 @@ class Spool:
         state = json.loads(self._state.read_text()) if self._state.exists() else {}
         self._acked: int = state.get("acked", 0)
         self._dropped: int = state.get("dropped", 0)
+        # Names this spool's sequence: a spool made afresh (its directory lost) starts at 1
+        # again, and a receiver that remembers numbers must know it is another sequence.
+        self.identity: str = state.get("identity") or secrets.token_hex(8)
+        if "identity" not in state:
+            self._write_state_locked()
         self._segments = [_recover(path) for path in sorted(directory.glob("*.seg"))]
         for empty in [s for s in self._segments if s.records == 0]:
             empty.path.unlink()  # torn as a whole: its first seq is free again
@@ -211,7 +218,9 @@ class Spool:
     def _write_state_locked(self) -> None:
         tmp = self._state.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump({"acked": self._acked, "dropped": self._dropped}, f)
+            json.dump(
+                {"acked": self._acked, "dropped": self._dropped, "identity": self.identity}, f
+            )
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._state)

@@ -2,8 +2,9 @@
 and the questions operators ask of them (flows, top talkers, the graph by tags, violations).
 
 Owns the ``FlowBatch`` column contract (``_batch.py``) that every source produces.  Imports
-the model (to name workloads and tags) but never the compiler, the data path, the API or the
-CLI; ``analytics.collectors`` decodes exporters' packets and imports no store.
+the model (to name workloads and tags), the evaluator (audit verdicts of agents' reports) and
+the control protocol (the reports' wire form), never the compiler, the data path, the API or
+the CLI; ``analytics.collectors`` decodes exporters' packets and imports no store.
 """
 
 from ._batch import (
@@ -33,11 +34,12 @@ from ._queries import (
     Talker,
     Violation,
 )
-from ._service import Analytics, AnalyticsStatistics
+from ._service import AgentReportStatistics, Analytics, AnalyticsStatistics
 from ._store import FlowStore, StoreStatistics
 
 __all__ = [
     "COLUMNS",
+    "AgentReportStatistics",
     "Analytics",
     "AnalyticsStatistics",
     "CollectorSpec",

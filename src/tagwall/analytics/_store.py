@@ -100,6 +100,10 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS messages (received_ms BIGINT, exporter VARCHAR, "
     "facility UTINYINT, severity UTINYINT, timestamp_ms BIGINT, hostname VARCHAR, "
     "app VARCHAR, text VARCHAR)",
+    # How far each agent's spool (host, spool identity) is stored: agents' reports are
+    # numbered, so a batch sent again after a lost answer or a restart is stored once.
+    "CREATE TABLE IF NOT EXISTS agent_progress (host VARCHAR, spool VARCHAR, "
+    "stored_through BIGINT, PRIMARY KEY (host, spool))",
 ]
 
 
@@ -301,6 +305,27 @@ class FlowStore:
         ``StoreError`` when the insert fails (the rows stay pending and are retried)."""
         self._call(lambda: None)
 
+    def agent_progress(self) -> dict[tuple[str, str], int]:
+        """(host, spool identity) → the last report sequence number stored."""
+        rows = self._call(
+            lambda: self._writer.execute(
+                "SELECT host, spool, stored_through FROM agent_progress"
+            ).fetchall()
+        )
+        assert isinstance(rows, list)
+        return {(host, spool): seq for host, spool, seq in rows}
+
+    def commit_agent_progress(self, host: str, spool: str, stored_through: int) -> None:
+        """Commit every row accepted before this call, then record that ``host``'s spool
+        ``spool`` is stored up to ``stored_through`` (a crash between the two stores that
+        batch twice on its resend, never loses it)."""
+        self._call(
+            lambda: self._writer.execute(
+                "INSERT OR REPLACE INTO agent_progress VALUES (?, ?, ?)",
+                [host, spool, stored_through],
+            )
+        )
+
     def enforce_retention(self, now_ms: int) -> tuple[str, ...]:
         """Drop the raw days, rollup days and messages that retention lets go as of
         ``now_ms``, merge finished days' partial rollups; the dropped day tables' names."""
@@ -346,10 +371,16 @@ class FlowStore:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if isinstance(item, _Rows):
+            # Take the rows queued behind it too: under load one flush inserts them all,
+            # and DuckDB's insert uses more cores and commits less often for a large batch.
+            while isinstance(item, _Rows):
                 pending.append(item)
                 rows += item.table.num_rows
                 deadline = deadline or time.monotonic() + self._flush_interval_s
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
             due = deadline is not None and time.monotonic() >= deadline
             if item is _STOP or isinstance(item, _Call) or rows >= self._flush_rows or due:
                 try:

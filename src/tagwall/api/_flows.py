@@ -2,7 +2,8 @@
 
 ``GET /api/v1/flows`` (newest first), ``/flows/graph`` (nodes and edges by any tag types),
 ``/flows/top`` (top talkers), ``/flows/violations`` (denied and would-deny flows by violator
-and rule) and ``/flows/collectors`` (what each collector and the store counted).  Every route
+and rule) and ``/flows/collectors`` (what each collector, the agents' reports and the store
+counted); agents ``POST /flows/agent`` their flow reports.  Every route
 takes the same filter parameters; a bad one is a 422 naming the parameter.  Without an
 analytics role (``tagwall controller --flows off``) the routes answer 404 with the reason.
 """
@@ -13,9 +14,10 @@ import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
 
 from ..analytics import Analytics, FilterError, FlowFilter
+from ..control import REPORTS_PATH, FlowReport, ReportError
 from ..errors import Problem, ValidationError
 from ._http import HttpError
 
@@ -112,9 +114,43 @@ def flows_router(analytics: Analytics | None) -> APIRouter:
             "revision": stats.revision,
             "store": dataclasses.asdict(stats.store),
             "collectors": [dataclasses.asdict(c) for c in stats.collectors],
+            "agents": dataclasses.asdict(stats.agents),
         }
 
+    @router.post(REPORTS_PATH.removeprefix("/api/v1"), summary="An agent's flow reports")
+    def agent_reports(body: Annotated[dict[str, Any], Body()]) -> dict[str, int]:
+        """``tagwall.control._flow_reports`` is the contract; answers once they are stored."""
+        analytics = need()
+        host, first_seq, spool, dropped, reports = _reports(body)
+        stored = analytics.ingest_reports(host, first_seq, reports, spool=spool, dropped=dropped)
+        return {"stored_through": stored}
+
     return router
+
+
+def _reports(body: dict[str, Any]) -> tuple[str, int, str, int, list[FlowReport]]:
+    host, first_seq, reports = body.get("host"), body.get("first_seq"), body.get("reports")
+    spool, dropped = body.get("spool", ""), body.get("dropped", 0)
+    problems = []
+    if not isinstance(spool, str):
+        problems.append(Problem("must be a string", path="spool", value=spool))
+    if not isinstance(dropped, int) or isinstance(dropped, bool) or dropped < 0:
+        problems.append(Problem("must be an integer >= 0", path="dropped", value=dropped))
+    if not isinstance(host, str) or not host:
+        problems.append(Problem("must be a non-empty string", path="host", value=host))
+    if not isinstance(first_seq, int) or isinstance(first_seq, bool) or first_seq < 1:
+        problems.append(Problem("must be an integer >= 1", path="first_seq", value=first_seq))
+    if not isinstance(reports, list):
+        problems.append(Problem("must be a list of reports", path="reports"))
+    if problems:
+        raise ValidationError(problems)
+    assert isinstance(host, str) and isinstance(first_seq, int) and isinstance(reports, list)
+    assert isinstance(dropped, int) and isinstance(spool, str)
+    try:
+        parsed = [FlowReport.from_wire(r, f"reports[{i}]") for i, r in enumerate(reports)]
+    except ReportError as exc:
+        raise ValidationError([Problem(exc.reason, path=exc.field)]) from exc
+    return host, first_seq, spool, dropped, parsed
 
 
 def _ask(question: Callable[[], T]) -> T:

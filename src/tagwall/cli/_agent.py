@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
+import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -21,6 +24,7 @@ from ._common import err, fail
 
 if TYPE_CHECKING:
     from ..agent import Agent
+    from ..agent.recorder import FlowRecorder
 
 __all__ = ["agent"]
 
@@ -67,9 +71,34 @@ def agent(
         str,
         typer.Option("--workload-interfaces", help="Glob of the host's workload interfaces."),
     ] = "tw-*",
+    flows: Annotated[
+        bool,
+        typer.Option(
+            "--flows/--no-flows",
+            help="Report flows (conntrack, NFLOG) to the controllers' analytics (nftables only).",
+        ),
+    ] = True,
+    flow_snapshot_s: Annotated[
+        float,
+        typer.Option(
+            "--flow-snapshot-s",
+            min=0.5,
+            help="Seconds between conntrack snapshots: a closed or idle flow is reported "
+            "within one.",
+        ),
+    ] = 10.0,
+    flow_spool_mb: Annotated[
+        int,
+        typer.Option(
+            "--flow-spool-mb", min=1, help="Disk for reports no controller took yet (MiB)."
+        ),
+    ] = 256,
     cleanup: Annotated[
         bool,
-        typer.Option("--cleanup", help="Remove the tagwall table and the persisted program."),
+        typer.Option(
+            "--cleanup",
+            help="Remove the tagwall table, the persisted program and unsent flow reports.",
+        ),
     ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Python log level.")] = "info",
 ) -> None:
@@ -78,6 +107,8 @@ def agent(
         level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.root.level))
+    # One line per shipped batch of flow reports is noise; failures are logged by the shipper.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     from ..agent import Agent, ProgramState
 
     if cleanup:
@@ -88,7 +119,8 @@ def agent(
     if not controller:
         raise typer.BadParameter("--controller is required", param_hint="--controller")
     urls = [u.strip() for u in controller.split(",") if u.strip()]
-    state = ProgramState(state_dir or Path("var/agent") / host)
+    directory = state_dir or Path("var/agent") / host
+    state = ProgramState(directory)
     from ..datapath import Datapath, SimDatapath
 
     nft = None
@@ -106,17 +138,44 @@ def agent(
     if not runner.restore() and nft is not None and unprogrammed is Unprogrammed.CLOSED:
         nft.load_closed(workload_interfaces)
         err.print(f"no program yet: traffic of {workload_interfaces} dropped until one arrives")
-    asyncio.run(_run(runner))
+    recorder: Callable[[], FlowRecorder] | None = None
+    if flows and nft is not None:
+        recorder = functools.partial(
+            _recorder,
+            host,
+            urls,
+            nft,
+            directory / "flows",
+            netns=netns,
+            snapshot_interval_s=flow_snapshot_s,
+            spool_bytes=flow_spool_mb * 1024 * 1024,
+        )
+    asyncio.run(_run(runner, recorder))
 
 
-async def _run(runner: Agent) -> None:
+def _recorder(*args: Any, **kwargs: Any) -> FlowRecorder:
+    from ..agent.recorder import FlowRecorder  # pyroute2 and netlink: only when recording
+
+    return FlowRecorder(*args, **kwargs)
+
+
+async def _run(runner: Agent, make_recorder: Callable[[], FlowRecorder] | None) -> None:
     task = asyncio.create_task(runner.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Fail-static: stopping the agent leaves the data path exactly as it is.
         loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # Made only now: a stop signal from here on ends the recorder cleanly (its reports
+    # spooled, its open flows' state written).
+    recorder = make_recorder() if make_recorder is not None else None
+    if recorder is not None:
+        recorder.start()
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        if recorder is not None:
+            recorder.stop()
 
 
 def _cleanup(netns: str | None, state_dir: Path | None) -> None:
@@ -125,5 +184,6 @@ def _cleanup(netns: str | None, state_dir: Path | None) -> None:
 
     nft_cleanup(netns)
     if state_dir is not None:
+        shutil.rmtree(state_dir / "flows", ignore_errors=True)  # unsent reports go too
         ProgramState(state_dir).remove()
     err.print("removed the tagwall table" + (f" and {state_dir}" if state_dir else ""))

@@ -73,19 +73,33 @@ def _end(side: dict[str, Any]) -> str:
     return f"{who}:{port}" if port else str(who)
 
 
+def _rule(by: dict[str, Any] | None) -> str:
+    """``admin: guard/staged/no-db``, or the default's name: ``application-default-deny``."""
+    if not by:
+        return ""
+    if by.get("rule") is None:
+        return str(by.get("policy") or by.get("tier"))
+    path = "/".join(str(by[k]) for k in ("policy_set", "policy", "rule") if by.get(k))
+    return f"{by['tier']}: {path}"
+
+
 def _decision(side: dict[str, Any]) -> str:
     verdict = side.get("verdict", "none")
-    if verdict == "none":
-        return ""
-    by = side.get("decided_by") or {}
-    rule = "/".join(str(by[k]) for k in ("policy_set", "policy", "rule") if by.get(k))
-    return f"{verdict} ({rule})" if rule else verdict
+    text = "" if verdict == "none" else f"{verdict} ({_rule(side.get('decided_by'))})"
+    audit = side.get("audit", "none")
+    if audit != "none":
+        text += f"; {audit} ({_rule(side.get('audit_by'))})"
+    return text.removeprefix("; ")
+
+
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 def _flow_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
-            "time": datetime.fromtimestamp(f["start_ms"] / 1000, UTC).strftime("%H:%M:%S.%f")[:-3],
+            "time": _clock(f["start_ms"]),
             "from": _end(f["src"]),
             "to": _end(f["dst"]),
             "proto": f["proto"],
@@ -235,5 +249,17 @@ def violations(
     params = _params(since, tag=tag, workload=workload, policy=policy, rule=rule)
     with Client(server) as client:
         items = client.request("GET", "/flows/violations", params={**params, "limit": str(limit)})
-    if not emit(items["items"], output):
-        out.print(records_table(items["items"], title=f"{len(items['items'])} violation(s)"))
+    if emit(items["items"], output):
+        return
+    rows = [
+        {
+            "kind": v["kind"],
+            "violator": v["violator"],
+            "denied by": _rule(v["decided_by"]),
+            "flows": v["flows"],
+            "bytes": v["bytes"],
+            "last seen": _clock(v["last_seen_ms"]),
+        }
+        for v in items["items"]
+    ]
+    out.print(records_table(rows, title=f"{len(rows)} violation(s)"))

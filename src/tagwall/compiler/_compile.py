@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..model import (
+    Action,
     ApplicationPolicySet,
     Config,
     Endpoint,
     FirewallPolicy,
+    InterfaceRole,
     IPAddress,
     IPNetwork,
     Mode,
@@ -50,6 +52,7 @@ from ._program import (
     CompiledRule,
     CompiledService,
     LocalInterface,
+    LocalService,
     PortElement,
     Program,
     ProgramDelta,
@@ -79,6 +82,7 @@ class _Host:
     isolated_shadow: dict[TrafficDirection, frozenset[IPAddress]] = field(default_factory=dict)
     refs: Counter[str] = field(default_factory=Counter)
     interfaces: tuple[LocalInterface, ...] = ()
+    services: tuple[LocalService, ...] = ()
     # Per tag map in ``refs``: how many local addresses carry each value tuple.  The host's
     # copy of the map holds only addresses with one of these tuples (see ``_map_view``).
     tuples: dict[str, Counter[tuple[str, ...]]] = field(default_factory=dict)
@@ -310,7 +314,41 @@ class Compiler:
             for w in sorted((cfg.workloads[n] for n in state.local), key=lambda w: w.name)
             for itf in w.interfaces
         )
+        state.services = self._local_services(state)
         return state
+
+    def _local_services(self, state: _Host) -> tuple[LocalService, ...]:
+        """The instances that enforced redirect rules of the host's blocks name and that have
+        a workload on the host (the first one listed: no scale-out yet); validation
+        guarantees each workload of an instance has a left and a right interface."""
+        cfg = self.config
+        named = {
+            ref
+            for blocks in state.chains.values()
+            for b in blocks
+            for r in b.rules
+            if r.action is Action.REDIRECT and not r.audit
+            for ref in r.via
+        }
+        out: list[LocalService] = []
+        for ref in sorted(named & cfg.service_instances.keys(), key=str):
+            instance = cfg.service_instances[ref]
+            local = [n for n in instance.workloads if n in state.local]
+            if not local:
+                continue
+            w = cfg.workloads[local[0]]
+            sides = {
+                itf.role: LocalInterface(w.name, itf.name, itf.ips)
+                for itf in w.interfaces
+                if itf.role is not None
+            }
+            mode = cfg.service_templates[instance.template].mode
+            out.append(
+                LocalService(
+                    ref, mode, w.name, sides[InterfaceRole.LEFT], sides[InterfaceRole.RIGHT]
+                )
+            )
+        return tuple(out)
 
     def _index_host(self, host: str, state: _Host, *, add: bool) -> None:
         for ref in state.applied:
@@ -392,6 +430,7 @@ class Compiler:
             isolated,
             shadow,
             cfg.settings.default_posture,
+            state.services,
         )
 
     def hosts(self) -> list[str]:
@@ -414,8 +453,10 @@ class Compiler:
                 "service_groups",
                 "policy_sets",
                 "settings",
+                "service_templates",
+                "service_instances",
             )
-        )
+        ) or _touches_services(old, new)
         if slow:
             return self._rebuild(new)
         changed_w = _changed(old.workloads, new.workloads)
@@ -749,6 +790,24 @@ class Compiler:
                 removed | {f"aps:{r}" for r in set(before.applied) - set(after.applied)}
             ),
         )
+
+
+def _touches_services(old: Config, new: Config) -> bool:
+    """Does the change move a service workload or a redirect rule?  The fast paths do not
+    follow ``Program.services``: such a change recompiles (service chains change rarely)."""
+    workloads = {n for i in new.service_instances.values() for n in i.workloads}
+    workloads |= {n for i in old.service_instances.values() for n in i.workloads}
+    if any(
+        old.workloads.get(n) is not new.workloads.get(n)
+        and old.workloads.get(n) != new.workloads.get(n)
+        for n in workloads
+    ):
+        return True
+    for cfg, other in ((old, new), (new, old)):
+        for ref, policy in cfg.policies.items():
+            if other.policies.get(ref) is not policy and any(r.via for r in policy.rules):
+                return True
+    return False
 
 
 def _map_change(

@@ -67,6 +67,7 @@ def diff_programs(old: Program, new: Program) -> ProgramDelta:
             dict(new.isolated_shadow) if new.isolated_shadow != old.isolated_shadow else None
         ),
         default_posture=new.default_posture if new.default_posture != old.default_posture else None,
+        services=new.services if new.services != old.services else None,
         dropped_sets=frozenset(old.sets.keys() - new.sets.keys()),
         dropped_port_sets=frozenset(old.port_sets.keys() - new.port_sets.keys()),
         dropped_tag_maps=frozenset(old.tag_maps.keys() - new.tag_maps.keys()),
@@ -110,4 +111,5 @@ def apply_delta(program: Program, delta: ProgramDelta) -> Program:
             delta.isolated_shadow if delta.isolated_shadow is not None else program.isolated_shadow
         ),
         default_posture=delta.default_posture or program.default_posture,
+        services=delta.services if delta.services is not None else program.services,
     )

@@ -14,6 +14,11 @@ the application tier, a local address in ``isolated[direction]`` is denied.  Aud
 skipped for the enforced verdict, and ``isolated_shadow`` replaces ``isolated`` for the shadow
 one.  Then the default posture.
 
+Service chains (DESIGN §2): a ``redirect`` rule's ``via`` names ServiceInstances; ``services``
+says, for each instance named by a rule of this host that has a workload on this host, which
+local workload carries its flows and that workload's left and right interfaces.  A data path
+steers a flow only through instances listed here (docs/steering.md).
+
 Set names are stable and readable (``tags:tier=web``, ``cidr:10.0.0.0/8``, ``aps:shop/apps``);
 renderers map them to their own identifiers.
 """
@@ -24,7 +29,17 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..model import Action, IPAddress, IPNetwork, Posture, Protocol, Ref, Tier, TrafficDirection
+from ..model import (
+    Action,
+    IPAddress,
+    IPNetwork,
+    Posture,
+    Protocol,
+    Ref,
+    ServiceTemplateMode,
+    Tier,
+    TrafficDirection,
+)
 
 __all__ = [
     "AddressSet",
@@ -33,6 +48,7 @@ __all__ = [
     "CompiledRule",
     "CompiledService",
     "LocalInterface",
+    "LocalService",
     "PortElement",
     "Program",
     "ProgramDelta",
@@ -140,6 +156,20 @@ class LocalInterface:
     addresses: tuple[IPAddress, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class LocalService:
+    """A service instance as one host steers through it: ``workload`` is the first of the
+    instance's workloads that runs on this host (scale-out over several is not compiled yet);
+    ``left`` and ``right`` are its interfaces of those roles (in-network: with addresses;
+    transparent: usually without)."""
+
+    instance: Ref
+    mode: ServiceTemplateMode
+    workload: str
+    left: LocalInterface
+    right: LocalInterface
+
+
 @dataclass(frozen=True)
 class Program:
     """Everything one host enforces.  Invariant: every set, port set and map a block or rule
@@ -154,6 +184,7 @@ class Program:
     isolated: Mapping[TrafficDirection, str] = field(default_factory=dict)
     isolated_shadow: Mapping[TrafficDirection, str] = field(default_factory=dict)
     default_posture: Posture = Posture.ALLOW
+    services: tuple[LocalService, ...] = ()  # sorted by instance (str)
 
     def entries(self) -> int:
         """Size as a data path sees it: set, port-set and map elements plus rules."""
@@ -200,6 +231,16 @@ class Program:
                 name: {str(a): list(v) for a, v in sorted(m.items(), key=lambda kv: str(kv[0]))}
                 for name, m in sorted(self.tag_maps.items())
             },
+            "services": [
+                {
+                    "instance": str(s.instance),
+                    "mode": s.mode.value,
+                    "workload": s.workload,
+                    "left": s.left.interface,
+                    "right": s.right.interface,
+                }
+                for s in self.services
+            ],
             "entries": self.entries(),
         }
 
@@ -243,6 +284,7 @@ class ProgramDelta:
     isolated: Mapping[TrafficDirection, str] | None = None
     isolated_shadow: Mapping[TrafficDirection, str] | None = None
     default_posture: Posture | None = None
+    services: tuple[LocalService, ...] | None = None  # None = unchanged
     dropped_sets: frozenset[str] = frozenset()
     dropped_port_sets: frozenset[str] = frozenset()
     dropped_tag_maps: frozenset[str] = frozenset()
@@ -260,6 +302,7 @@ class ProgramDelta:
             or self.isolated is not None
             or self.isolated_shadow is not None
             or self.default_posture is not None
+            or self.services is not None
             or self.dropped_sets
             or self.dropped_port_sets
             or self.dropped_tag_maps

@@ -8,7 +8,9 @@ The shape is versioned by ``WIRE_VERSION``; a reader refuses another version.
 
 Encodings: addresses and prefixes as strings; a chain key as ``"<direction>/<tier>"``; a
 reference as ``"name"`` or ``"project/name"``; a port element as ``[address, protocol,
-port]``; a tag-map entry as ``[address, [values…]]``.  Lists are sorted so the same program
+port]``; a tag-map entry as ``[address, [values…]]``; ``services`` (service instances
+steered through on the host) only when there are some, so programs without any encode as
+they did before service chains.  Lists are sorted so the same program
 always encodes to the same text (agents compare digests of it).
 """
 
@@ -27,6 +29,7 @@ from ..model import (
     Posture,
     Protocol,
     Ref,
+    ServiceTemplateMode,
     Tier,
     TrafficDirection,
 )
@@ -37,6 +40,7 @@ from ._program import (
     CompiledRule,
     CompiledService,
     LocalInterface,
+    LocalService,
     PortElement,
     Program,
     ProgramDelta,
@@ -131,6 +135,19 @@ def _interfaces(items: tuple[LocalInterface, ...]) -> list[Json]:
     ]
 
 
+def _services(items: tuple[LocalService, ...]) -> list[Json]:
+    return [
+        {
+            "instance": str(s.instance),
+            "mode": s.mode.value,
+            "workload": s.workload,
+            "left": _interfaces((s.left,))[0],
+            "right": _interfaces((s.right,))[0],
+        }
+        for s in items
+    ]
+
+
 def _directions(m: Mapping[TrafficDirection, str]) -> dict[str, Json]:
     return {d.value: m[d] for d in sorted(m, key=lambda d: d.value)}
 
@@ -151,6 +168,7 @@ def program_to_wire(p: Program) -> dict[str, Json]:
         "isolated": _directions(p.isolated),
         "isolatedShadow": _directions(p.isolated_shadow),
         "defaultPosture": p.default_posture.value,
+        **({"services": _services(p.services)} if p.services else {}),
     }
 
 
@@ -187,6 +205,8 @@ def delta_to_wire(d: ProgramDelta) -> dict[str, Json]:
         out["isolatedShadow"] = _directions(d.isolated_shadow)
     if d.default_posture is not None:
         out["defaultPosture"] = d.default_posture.value
+    if d.services is not None:
+        out["services"] = _services(d.services)
     for key, names in (
         ("droppedSets", d.dropped_sets),
         ("droppedPortSets", d.dropped_port_sets),
@@ -351,14 +371,28 @@ def _read_chains(r: _Reader) -> dict[ChainKey, tuple[Block, ...]]:
     }
 
 
+def _read_interface(i: _Reader) -> LocalInterface:
+    return LocalInterface(
+        i.at("workload").str_(),
+        i.at("interface").str_(),
+        tuple(_ip(a) for a in i.at("addresses").items()),
+    )
+
+
 def _read_interfaces(r: _Reader) -> tuple[LocalInterface, ...]:
+    return tuple(_read_interface(i) for i in r.items())
+
+
+def _read_services(r: _Reader | None) -> tuple[LocalService, ...]:
     return tuple(
-        LocalInterface(
-            i.at("workload").str_(),
-            i.at("interface").str_(),
-            tuple(_ip(a) for a in i.at("addresses").items()),
+        LocalService(
+            _ref(s.at("instance")),
+            s.at("mode").parse(ServiceTemplateMode, "a service mode"),
+            s.at("workload").str_(),
+            _read_interface(s.at("left")),
+            _read_interface(s.at("right")),
         )
-        for i in r.items()
+        for s in (r.items() if r is not None else ())
     )
 
 
@@ -393,6 +427,7 @@ def program_from_wire(value: Json) -> Program:
         isolated=_read_directions(r.at("isolated")),
         isolated_shadow=_read_directions(r.at("isolatedShadow")),
         default_posture=r.at("defaultPosture").parse(Posture, "a posture"),
+        services=_read_services(r.opt("services")),
     )
 
 
@@ -401,7 +436,7 @@ def delta_from_wire(value: Json) -> ProgramDelta:
     _check_version(r)
     interfaces, isolated = r.opt("interfaces"), r.opt("isolated")
     shadow, posture, chains = r.opt("isolatedShadow"), r.opt("defaultPosture"), r.opt("chains")
-    set_deltas = r.opt("setDeltas")
+    set_deltas, services = r.opt("setDeltas"), r.opt("services")
 
     def names(key: str) -> frozenset[str]:
         found = r.opt(key)
@@ -438,6 +473,7 @@ def delta_from_wire(value: Json) -> ProgramDelta:
         isolated=None if isolated is None else _read_directions(isolated),
         isolated_shadow=None if shadow is None else _read_directions(shadow),
         default_posture=None if posture is None else posture.parse(Posture, "a posture"),
+        services=None if services is None else _read_services(services),
         dropped_sets=names("droppedSets"),
         dropped_port_sets=names("droppedPortSets"),
         dropped_tag_maps=names("droppedTagMaps"),

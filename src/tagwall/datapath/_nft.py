@@ -5,6 +5,11 @@ this table (``_nft_render.py`` writes it, ``_nftlib.py`` runs it), so a refused 
 leaves the previous program in force and other tables are never touched.  What the table
 looks like and why is the ``_nft_render`` docstring.
 
+Service chains (``_steering``) also need policy routing, which nftables cannot hold: the
+routes of the new program are added before its transaction (next to the old ones, which the
+old table still uses), the old ones removed after it; a refused transaction puts the old
+routes back.  ``cleanup`` removes both.
+
 State: ``_program`` and ``_layout`` describe what the kernel holds; both change only after
 nft accepted the transaction, under ``_lock`` (the agent calls from worker threads).
 """
@@ -32,6 +37,7 @@ from ._nft_render import (
     render_update,
 )
 from ._nftlib import NftContext
+from ._steering import Steering, steered_paths, steering_for
 
 __all__ = ["NftDatapath", "cleanup"]
 
@@ -64,12 +70,13 @@ class NftDatapath:
     def load(self, program: Program) -> None:
         with self._lock:
             what = f"the program of host {program.host!r}"
+            steering = self._steering(program)
             try:
-                layout = layout_for(program, self.table, self._layout)
+                layout = layout_for(program, self.table, self._layout, steering)
                 script = render_load(program, layout)
             except KeyError as exc:
                 raise _unknown_name(what, exc) from exc
-            self._apply(script, what)
+            self._apply(script, what, steering)
             self._program, self._layout = program, layout
 
     def update(self, delta: ProgramDelta) -> None:
@@ -82,11 +89,15 @@ class NftDatapath:
             what = f"a delta for host {delta.host!r}"
             try:
                 new = apply_delta(old, delta)
-                script, after = render_update(old, new, layout, delta)
+            except KeyError as exc:
+                raise _unknown_name(what, exc) from exc
+            steering = self._steering(new)
+            try:
+                script, after = render_update(old, new, layout, delta, steering)
             except KeyError as exc:
                 raise _unknown_name(what, exc) from exc
             if script:
-                self._apply(script, what)
+                self._apply(script, what, steering)
             self._program, self._layout = new, after
 
     def program(self) -> Program | None:
@@ -107,6 +118,7 @@ class NftDatapath:
             self._apply(
                 render_closed(self.table, workload_interfaces),
                 f"closing interfaces {workload_interfaces!r}",
+                Steering(),
             )
             self._program, self._layout = None, None
 
@@ -176,9 +188,34 @@ class NftDatapath:
         with self._lock:
             self._ctx.close()
 
-    def _apply(self, script: str, what: str) -> None:
-        """Caller holds ``_lock``."""
-        self._ctx.run(script, operation=what)
+    def _steering(self, program: Program) -> Steering:
+        """The steering of ``program`` with this host's service ports (found only when it
+        has steered paths).  Caller holds ``_lock``."""
+        previous = self._layout.steering if self._layout is not None else None
+        if not steered_paths(program):
+            return Steering()
+        from ._routing import find_ports
+
+        return steering_for(program, find_ports(self.netns), previous)
+
+    def _apply(self, script: str, what: str, steering: Steering) -> None:
+        """Run ``script`` with the routes of ``steering`` in place (the module docstring).
+        Caller holds ``_lock``."""
+        old = self._layout.steering if self._layout is not None else Steering()
+        routed = steering.paths or old.paths
+        if routed:
+            from ._routing import sync
+
+            kept = {h.id: h for h in old.hops()}
+            sync(self.netns, {**kept, **{h.id: h for h in steering.hops()}}.values())
+        try:
+            self._ctx.run(script, operation=what)
+        except BaseException:
+            if routed:
+                sync(self.netns, old.hops())
+            raise
+        if routed:
+            sync(self.netns, steering.hops())
         self._last_script = script
 
 
@@ -196,11 +233,14 @@ def _rules(listing: str) -> list[dict[str, Any]]:
 
 
 def cleanup(netns: str | None = None, table: str = "tagwall") -> None:
-    """Remove the tagwall table from ``netns`` (None: the caller's namespace); no error when
-    there is none."""
+    """Remove the tagwall table from ``netns`` (None: the caller's namespace), and the policy
+    routing of its service chains; no error when there is none."""
+    from ._routing import sync
+
     _check_table(table)
     ctx = NftContext(netns)
     try:
         ctx.run(render_cleanup(table), operation=f"removing table inet {table}")
     finally:
         ctx.close()
+    sync(netns, ())

@@ -43,7 +43,10 @@ a packet no key covers continues.  So a packet meets the same rules in the same 
 rules that cannot match it.  A tier chain whose chains would hold more than
 ``MAX_DISPATCH_COPIES`` copies per rule (+ 256) is not dispatched.
 
-Verdicts: allow, redirect → accept (steering is not rendered yet); deny → drop; reject →
+Verdicts: allow, redirect → accept (a redirect decides like allow; which flows it steers
+through service instances, and how, is ``_steering``: with a steered path the table also
+holds a prerouting chain ``steer``, ``c_``-prefixed classify copies of the tier chains, and
+an accept of packets back from a service first in each forward chain); deny → drop; reject →
 goto refuse; pass → return.  Each allow/deny/reject (and the isolation drop and the default
 posture) also reports which rule decided: ``ct mark`` for allowed flows, NFLOG for dropped
 packets (``_nft_decisions.py``; ``Layout.decisions`` holds the ids).  Audit rules are not
@@ -145,6 +148,7 @@ from ._nft_decisions import (
     allocate_decisions,
     decision_statement,
 )
+from ._steering import BACK_FLAG, STEER_MARK, Steering
 
 __all__ = [
     "ISOLATED_COMMENT",
@@ -199,6 +203,13 @@ class Layout:
     families: frozenset[int]  # address families of the local interfaces: {4}, {6}, {4, 6}
     tag_ids: Mapping[tuple[str, ...], int]
     decisions: Mapping[DecisionKey, int] = field(default_factory=dict)
+    steering: Steering = field(default_factory=Steering)  # no paths: nothing steered
+
+    @property
+    def steers(self) -> bool:
+        """Are the steering chains rendered?  Only with IPv4 local addresses: steering is
+        IPv4 only (``_steering``)."""
+        return bool(self.steering.paths) and 4 in self.families
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +256,10 @@ def chain_names(program: Program) -> list[str]:
     ]
 
 
-def _dispatched_names(program: Program, d: TrafficDirection, tier: Tier) -> list[str]:
-    return [f"{_tier_chain(d, tier)}_{n}" for n in range(_dispatched(program, d, tier))]
+def _dispatched_names(
+    program: Program, d: TrafficDirection, tier: Tier, prefix: str = ""
+) -> list[str]:
+    return [f"{prefix}{_tier_chain(d, tier)}_{n}" for n in range(_dispatched(program, d, tier))]
 
 
 def _quote(text: str) -> str:
@@ -297,9 +310,14 @@ def _allocate(ids: dict[tuple[str, ...], int], tuples: Iterable[tuple[str, ...]]
         ids[values] = MARK_SCRATCH | n
 
 
-def layout_for(program: Program, table: str, previous: Layout | None = None) -> Layout:
+def layout_for(
+    program: Program,
+    table: str,
+    previous: Layout | None = None,
+    steering: Steering | None = None,
+) -> Layout:
     """The layout of a full load of ``program``: ids of ``previous`` kept for tuples still in
-    use, new ones for the rest."""
+    use, new ones for the rest; ``steering`` (``_steering.steering_for``), else none."""
     used = {v for m in program.tag_maps.values() for v in m.values()}
     ids = {v: n for v, n in (previous.tag_ids.items() if previous else ()) if v in used}
     _allocate(ids, used)
@@ -307,7 +325,7 @@ def layout_for(program: Program, table: str, previous: Layout | None = None) -> 
     keys = _decision_keys(blocks)
     decisions = {k: n for k, n in (previous.decisions.items() if previous else ()) if k in keys}
     allocate_decisions(decisions, keys)
-    return Layout(table, _families(program), ids, decisions)
+    return Layout(table, _families(program), ids, decisions, steering or Steering())
 
 
 # -- nft objects -----------------------------------------------------------------------------
@@ -515,6 +533,45 @@ def _verdict(action: Action, direction: TrafficDirection, decision: int, comment
     return " ".join(p for p in ("counter", report, _VERDICT[action], f"comment {comment}") if p)
 
 
+@dataclass(frozen=True)
+class _Style:
+    """How a tier chain is written.  The forward chains (no ``steering``): counters, decision
+    reports and the verdicts of ``_VERDICT``.  The classify copies (``c_`` chains, prerouting;
+    the ``_steering`` docstring): no counters or reports; a steered redirect (IPv4) pins the
+    flow and marks its first hop; ``pass`` returns; any other decision at egress goes on to
+    the destination's ingress walk, at ingress ends classification."""
+
+    steering: Steering | None = None
+
+    @property
+    def prefix(self) -> str:
+        return "" if self.steering is None else "c_"
+
+    @property
+    def families(self) -> tuple[int, ...] | None:
+        """The families to write rules for (None: the layout's)."""
+        return None if self.steering is None else (4,)
+
+    def verdict(
+        self,
+        action: Action,
+        direction: TrafficDirection,
+        decision: int,
+        comment: str,
+        via: tuple[Ref, ...] = (),
+    ) -> str:
+        if self.steering is None:
+            return _verdict(action, direction, decision, comment)
+        if action is Action.REDIRECT and via in self.steering.paths:
+            return self.steering.verdict(via)
+        if action is Action.PASS:
+            return "return"
+        return "goto c_ingress" if direction is TrafficDirection.EGRESS else "accept"
+
+
+_FORWARD = _Style()
+
+
 def _rule_lines(
     program: Program,
     layout: Layout,
@@ -522,11 +579,13 @@ def _rule_lines(
     block: Block,
     rule: CompiledRule,
     memo: _Memo,
+    style: _Style = _FORWARD,
 ) -> list[str]:
     local_key = "saddr" if direction is TrafficDirection.EGRESS else "daddr"
     comment = _rule_comment(block, rule)
-    verdict = _verdict(rule.action, direction, layout.decisions[(direction, comment)], comment)
-    families = sorted(layout.families)
+    decision = layout.decisions[(direction, comment)]
+    verdict = style.verdict(rule.action, direction, decision, comment, rule.via)
+    families = list(style.families or sorted(layout.families))
     lines = []
     for family in families:
         ip = _IP[family]
@@ -690,15 +749,17 @@ def _tier_chains(
     direction: TrafficDirection,
     tier: Tier,
     memo: _Memo,
+    style: _Style = _FORWARD,
 ) -> list[tuple[str, list[str]]]:
     """(name, rules) of one tier chain's dispatched chains, in number order, then of the
     tier chain itself: the map, then the rules for packets no key covers.  The application
     tier ends each of them with the isolation drop: a packet that reaches an end matched no
-    rule, while ``pass`` returned before it."""
-    fams = sorted(layout.families)
+    rule, while ``pass`` returned before it.  ``style``: the forward chain or its classify
+    copy."""
+    fams = list(style.families or sorted(layout.families))
     rules = _tier_rules(program, direction, tier)
-    units = [_rule_lines(program, layout, direction, b, r, memo) for b, r in rules]
-    drop = _verdict(Action.DENY, direction, DECISION_ISOLATED, f'"{ISOLATED_COMMENT}"')
+    units = [_rule_lines(program, layout, direction, b, r, memo, style) for b, r in rules]
+    drop = style.verdict(Action.DENY, direction, DECISION_ISOLATED, f'"{ISOLATED_COMMENT}"')
     iso_lines: list[str] = []
     iso = program.isolated.get(direction)
     if tier is Tier.APPLICATION and iso is not None:
@@ -706,7 +767,7 @@ def _tier_chains(
         for family in fams:
             for match in _alternatives(program, iso, family, f"{_IP[family]} {key}", memo):
                 iso_lines.append(f"{match} {drop}".lstrip())
-    name = _tier_chain(direction, tier)
+    name = style.prefix + _tier_chain(direction, tier)
     plan = _plan([r for _, r in rules])
     out: list[tuple[str, list[str]]] = []
     elements: list[str] = []
@@ -728,13 +789,54 @@ def _eval_lines(program: Program, d: TrafficDirection) -> list[str]:
     ]
 
 
-def _base_lines(families: Iterable[int], d: TrafficDirection) -> list[str]:
+def _base_lines(families: Iterable[int], d: TrafficDirection, steers: bool = False) -> list[str]:
     key = "saddr" if d is TrafficDirection.EGRESS else "daddr"
+    # A packet back from a service was evaluated on its way in (``_steering``); only tagwall's
+    # prerouting chain writes that mark, and no mark crosses into the namespace.
+    back = [f"{_STEERED_BACK} accept"] if steers else []
     return [
         f"type filter hook forward priority {_PRIORITY[d]}; policy accept;",
         "ct state established,related accept",
+        *back,
         *(f"{_IP[f]} {key} @local_{f} goto {d.value}_eval" for f in sorted(families)),
     ]
+
+
+_STEERED_BACK = (
+    f"meta mark and {MARK_SCRATCH_MASK | BACK_FLAG:#010x} == {STEER_MARK | BACK_FLAG:#010x}"
+)
+_STEER_PRIORITY = -150  # mangle: after conntrack (-200), before the routing decision
+
+
+def _steering_chains(program: Program, layout: Layout, memo: _Memo) -> list[tuple[str, list[str]]]:
+    """The classify copies of the tier chains, their eval chains and the prerouting chain
+    ``steer`` (the ``_steering`` docstring), in an order nft accepts (a chain before any
+    rule that names it)."""
+    style = _Style(layout.steering)
+    out: list[tuple[str, list[str]]] = [("c_ingress", [])]  # filled last: it names c_ingress_eval
+    for d in TrafficDirection:
+        for tier in Tier:
+            out += _tier_chains(program, layout, d, tier, memo, style)
+    ingress, egress = TrafficDirection.INGRESS.value, TrafficDirection.EGRESS.value
+    out.append((f"c_{ingress}_eval", [*_classify_eval(TrafficDirection.INGRESS), "accept"]))
+    out.append(("c_ingress", [f"ip daddr @local_4 goto c_{ingress}_eval", "accept"]))
+    out.append((f"c_{egress}_eval", [*_classify_eval(TrafficDirection.EGRESS), "goto c_ingress"]))
+    out.append(("classify", [f"ip saddr @local_4 goto c_{egress}_eval", "goto c_ingress"]))
+    out.append(
+        (
+            "steer",
+            [
+                f"type filter hook prerouting priority {_STEER_PRIORITY}; policy accept;",
+                *layout.steering.lines(),
+                "ct state new jump classify",
+            ],
+        )
+    )
+    return out
+
+
+def _classify_eval(d: TrafficDirection) -> list[str]:
+    return [_SCRATCH_CLEAR, *(f"jump c_{_tier_chain(d, tier)}" for tier in Tier)]
 
 
 # -- full load -------------------------------------------------------------------------------
@@ -764,7 +866,10 @@ def render_load(program: Program, layout: Layout) -> str:
                 out += _chain(name, lines)  # dispatched chains first: the map names them
         out += _chain(f"{d.value}_eval", _eval_lines(program, d))
     for d in TrafficDirection:
-        out += _chain(d.value, _base_lines(fams, d))
+        out += _chain(d.value, _base_lines(fams, d, layout.steers))
+    if layout.steers:
+        for name, lines in _steering_chains(program, layout, memo):
+            out += _chain(name, lines)
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -847,7 +952,11 @@ def _reshaped(before: AddressSet, now: AddressSet, families: frozenset[int]) -> 
 
 
 def render_update(
-    old: Program, new: Program, layout: Layout, delta: ProgramDelta | None = None
+    old: Program,
+    new: Program,
+    layout: Layout,
+    delta: ProgramDelta | None = None,
+    steering: Steering | None = None,
 ) -> tuple[str, Layout]:
     """The smallest single transaction that turns table contents rendered from ``old`` into
     ``new``, and the layout after it (order: ``_Script``).  ``delta`` (the one that made
@@ -855,17 +964,18 @@ def render_update(
     O(program); without it the programs are diffed.  Empty script: nothing to do.
 
     Element changes never touch a chain; a tier chain is rewritten only when its blocks
-    changed or a set it names changed shape (``_reshaped``).  A change of address families
-    replaces the whole table.
+    changed or a set it names changed shape (``_reshaped``).  A change of address families,
+    or of ``steering`` (the new program's; None: ``layout``'s), replaces the whole table.
     """
     if delta is None:
         delta = diff_programs(old, new)
     ids = dict(layout.tag_ids)
     _allocate(ids, _new_tuples(delta))
     decisions = _decisions_after(old, new, layout, delta)
-    after = Layout(layout.table, layout.families, ids, decisions)
-    if _families(new) != layout.families:
-        full = layout_for(new, layout.table, after)
+    steering = layout.steering if steering is None else steering
+    after = Layout(layout.table, layout.families, ids, decisions, steering)
+    if _families(new) != layout.families or steering != layout.steering:
+        full = layout_for(new, layout.table, after, steering)
         return render_load(new, full), full
     added = [
         *(n for n in delta.new_sets if n not in old.sets and n in new.sets),
@@ -1072,6 +1182,10 @@ def _chain_changes(
             if (d, tier) in keys:
                 chains = _tier_chains(new, layout, d, tier, memo)
                 _rewrite(script, t, chains, _dispatched_names(old, d, tier))
+                if layout.steers:
+                    style = _Style(layout.steering)
+                    chains = _tier_chains(new, layout, d, tier, memo, style)
+                    _rewrite(script, t, chains, _dispatched_names(old, d, tier, style.prefix))
         if old.default_posture != new.default_posture:
             script.chains += _refill(t, f"{d.value}_eval", _eval_lines(new, d))
 

@@ -6,7 +6,8 @@ Owns: planning a lab from a ``Config`` (``plan``; pure: ``_names``, ``_topology`
 ``_plan``), making and removing its namespaces, links, addresses and routes (``_netlink``,
 pyroute2), its state file (``_state``), its processes (``_processes``, ``_control``), the life
 cycle (``up``, ``down``, ``probe``: ``_lab``; ``status``: ``_status``) and the probe engine
-(``_probe``).  docs/lab.md is the user's guide.
+(``_probe``), and the functions of service workloads (``_services``: the reference L7
+firewall).  docs/lab.md is the user's guide.
 
 Imports ``model``, ``errors`` and ``tagwall._netns``; never the compiler, the evaluator, the
 agent, the API or the CLI (the CLI imports it).  It talks to controllers over their REST API
@@ -24,6 +25,7 @@ from ._status import LabStatus, status
 from ._topology import (
     LabHost,
     LabInterface,
+    LabService,
     LabWorkload,
     Namespace,
     Role,
@@ -44,6 +46,7 @@ __all__ = [
     "LabError",
     "LabHost",
     "LabInterface",
+    "LabService",
     "LabState",
     "LabStatus",
     "LabWorkload",

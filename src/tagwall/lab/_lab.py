@@ -5,7 +5,8 @@ in ``_status``).
 
 1. check (manifests, the plan, root, no lab of that name already there, and with ``server``
    that it would accept the manifests): nothing made yet;
-2. write the state file (phase ``building``), make namespaces and links;
+2. write the state file (phase ``building``), make namespaces and links, start the service
+   workloads' L7 firewalls (``_services``) and wait until they are ready;
 3. start the controllers (unless ``server``), wait for ``/healthz``, apply the manifests;
 4. start one agent per host (unless ``agents=False``);
    a failure in steps 2-4 (or Ctrl-C) removes everything made, then re-raises;
@@ -37,6 +38,7 @@ from ._netlink import create, lab_namespaces, remove_namespaces
 from ._plan import plan
 from ._probe import DEFAULT_TIMEOUT_S, ProbeResult, probe_pairs
 from ._processes import free_port, lab_pids, spawn, start_time, stop
+from ._services import start_services
 from ._state import (
     STATE_FILE,
     LabState,
@@ -121,6 +123,7 @@ def up(
     write_state(state)
     try:
         create(topology, progress)
+        state = start_services(state, topology, timeout_s, progress)
         state = _start_control_plane(state, documents, controllers, timeout_s, progress)
         if agents:
             state = _start_agents(state, topology, progress)
@@ -209,6 +212,8 @@ def _start_control_plane(
             argv = _command(
                 "controller", "--listen", f"127.0.0.1:{port}", "--data-dir", f"{directory}/data"
             )
+            if n > 1:  # one process holds the flow store: the first, not whichever is quicker
+                argv = [*argv, "--flows", "off"]
             record = ProcessRecord(
                 "controller",
                 f"controller-{n}",
@@ -218,7 +223,7 @@ def _start_control_plane(
             )
             state = replace(state, processes=(*state.processes, record))
             write_state(state)  # recorded before the wait: a crash now still names it
-        _control.wait_healthy(state.processes, timeout_s)
+        _control.wait_healthy([p for p in state.processes if p.role == "controller"], timeout_s)
     url = state.controller_urls[0]
     progress(f"registering {len(documents)} manifest(s) at {url}")
     _control.register(url, documents)

@@ -38,6 +38,7 @@ __all__ = [
     "fabric_port",
     "host_interface",
     "host_namespace",
+    "interface_alias",
     "namespace_prefix",
     "workload_interface",
     "workload_namespace",
@@ -110,6 +111,13 @@ def host_interface(workload: str, index: int = 0) -> str:
     """The host side of a workload's ``index``-th wired interface: ``tw-…``."""
     key = workload if index == 0 else f"{workload}#{index}"
     return WORKLOAD_INTERFACE_PREFIX + _fit(key, _IFNAMSIZ - len(WORKLOAD_INTERFACE_PREFIX), 4)
+
+
+def interface_alias(workload: str, interface: str) -> str:
+    """The alias of the host side of a workload's interface, ``tagwall:fw-a/left``: the
+    contract by which the agent's data path finds a service's ports
+    (``tagwall.datapath._steering.interface_alias``, which the lab may not import)."""
+    return f"tagwall:{workload}/{interface}"
 
 
 def fabric_port(kind: str, owner: str, index: int = 0) -> str:

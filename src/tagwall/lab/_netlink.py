@@ -16,6 +16,7 @@ not pay for it.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -91,6 +92,10 @@ def create(topology: Topology, progress: Callable[[str], None]) -> None:
                     kind="veth",
                     peer={"ifname": veth.peer_name, "net_ns_fd": veth.peer_namespace},
                 )
+            if veth.alias is not None:
+                with _kernel(veth.namespace, f"set the alias of {veth.name}"):
+                    ipr = links[veth.namespace]
+                    ipr.link("set", index=_index(ipr, veth.name), ifalias=veth.alias)
         ends: dict[str, list[str]] = {ns.name: [] for ns in topology.namespaces}
         for veth in topology.veths:
             ends[veth.namespace].append(veth.name)
@@ -150,10 +155,15 @@ def _wire(ipr: Any, ns: Namespace, interfaces: list[str]) -> None:
     for route in ns.routes:
         with _kernel(ns.name, f"add route {_describe(route)}"):
             _add_route(ipr, route)
+    for rule in ns.rules:
+        with _kernel(ns.name, f"add rule iif {rule.interface} lookup {rule.table}"):
+            ipr.rule("add", family=socket.AF_INET, iifname=rule.interface, table=rule.table)
 
 
 def _add_route(ipr: Any, route: Route) -> None:
     spec: dict[str, Any] = {"dst": str(route.destination), "oif": _index(ipr, route.interface)}
+    if route.table is not None:
+        spec["table"] = route.table
     if route.gateway is None:
         if route.destination.version == 4:
             spec["scope"] = _RT_SCOPE_LINK
@@ -167,7 +177,8 @@ def _add_route(ipr: Any, route: Route) -> None:
 def _describe(route: Route) -> str:
     via = f" via {route.gateway}" if route.gateway is not None else ""
     onlink = " onlink" if route.onlink else ""
-    return f"{route.destination}{via} dev {route.interface}{onlink}"
+    table = f" table {route.table}" if route.table is not None else ""
+    return f"{route.destination}{via} dev {route.interface}{onlink}{table}"
 
 
 def _index(ipr: Any, name: str) -> int:

@@ -27,6 +27,14 @@ Topology::
     <lab>-w-<name>   an external workload (no host, no agent): its interfaces are fabric ports;
                      routes to host workloads via the owning host's fabric address, to other
                      externals directly.
+    <lab>-w-<name>   a service workload (listed by a ServiceInstance): its left and right
+                     interfaces are veths into its host even without addresses.  In-network:
+                     forwards, and sends what comes in on one side out of the other
+                     (``ip rule iif left lookup 101``: default via 169.254.1.1 dev right;
+                     102 the other way).  Transparent: bridge ``br-svc`` joins left and right,
+                     which have no addresses.  The host side of every workload interface has
+                     the alias ``tagwall:<workload>/<interface>``: how the agent finds a
+                     service's ports (docs/steering.md).
 
 Hosts are ``Config.host_names()``: declared hosts, the hosts workloads name, and one host per
 project (``global`` for global workloads) for workloads that name none.  A workload without any
@@ -39,7 +47,15 @@ from __future__ import annotations
 import ipaddress
 
 from ..errors import Problem, ValidationError
-from ..model import Config, IPAddress, IPNetwork, Workload
+from ..model import (
+    Config,
+    InterfaceRole,
+    IPAddress,
+    IPNetwork,
+    ServiceTemplate,
+    ServiceTemplateMode,
+    Workload,
+)
 from ._names import (
     DEFAULT_LAB,
     FABRIC_BRIDGE,
@@ -49,6 +65,7 @@ from ._names import (
     fabric_port,
     host_interface,
     host_namespace,
+    interface_alias,
     workload_interface,
     workload_namespace,
 )
@@ -56,8 +73,10 @@ from ._topology import (
     IPInterface,
     LabHost,
     LabInterface,
+    LabService,
     LabWorkload,
     Namespace,
+    PolicyRule,
     Role,
     Route,
     Topology,
@@ -72,6 +91,8 @@ FABRIC_IPV4 = ipaddress.IPv4Network("169.254.64.0/18")
 _FABRIC_IPV6_BASE = ipaddress.IPv6Address("fe80::a9fe:4000")  # mirrors 169.254.64.0
 _LINK_LOCAL_IPV6 = ipaddress.IPv6Network("fe80::/10")
 _MAX_HOSTS = FABRIC_IPV4.num_addresses - 2  # without the network and broadcast addresses
+SERVICE_BRIDGE = "br-svc"
+_SERVICE_TABLES = {InterfaceRole.LEFT: 101, InterfaceRole.RIGHT: 102}  # in on that side
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -81,7 +102,7 @@ def plan(config: Config, lab: str = DEFAULT_LAB) -> Topology:
     """The lab for ``config``.  Raises ``ValidationError`` listing every workload address the
     lab cannot use and every name clash; ``ValueError`` for an invalid lab name."""
     check_lab_name(lab)
-    problems = _address_problems(config)
+    problems = _address_problems(config) + _service_problems(config)
     host_names = config.host_names()
     if len(host_names) > _MAX_HOSTS:
         problems.append(
@@ -111,6 +132,50 @@ def _address_problems(config: Config) -> list[Problem]:
     return problems
 
 
+def service_templates(config: Config) -> dict[str, ServiceTemplate]:
+    """Service workload → the template of the first ServiceInstance (by name) listing it."""
+    out: dict[str, ServiceTemplate] = {}
+    for ref in sorted(config.service_instances, key=str):
+        instance = config.service_instances[ref]
+        for name in instance.workloads:
+            out.setdefault(name, config.service_templates[instance.template])
+    return out
+
+
+def _service_problems(config: Config) -> list[Problem]:
+    """In-network service interfaces need an IPv4 address (the host routes to it);
+    transparent ones must have none (the service is a bridge, invisible at L3)."""
+    problems: list[Problem] = []
+    for name, template in sorted(service_templates(config).items()):
+        for i, itf in enumerate(config.workloads[name].interfaces):
+            if itf.role is None:
+                continue
+            if template.mode is ServiceTemplateMode.IN_NETWORK and not any(
+                ip.version == 4 for ip in itf.ips
+            ):
+                reason = (
+                    f"the {itf.role.value} interface of an in-network service (template "
+                    f"{template.name!r}) needs an IPv4 address"
+                )
+            elif template.mode is ServiceTemplateMode.TRANSPARENT and itf.ips:
+                reason = (
+                    f"the {itf.role.value} interface of a transparent service (template "
+                    f"{template.name!r}) has no addresses: the service bridges left to right"
+                )
+            else:
+                continue
+            problems.append(
+                Problem(
+                    reason,
+                    path=f"spec.interfaces[{i}].ips",
+                    kind="Workload",
+                    name=name,
+                    value=[str(ip) for ip in itf.ips],
+                )
+            )
+    return problems
+
+
 def _unusable(ip: IPAddress) -> str | None:
     if ip == GATEWAY_IPV4:
         return f"reserved by the lab: {GATEWAY_IPV4} is every workload's gateway"
@@ -136,6 +201,8 @@ class _Planner:
         self.config = config
         self.lab = lab
         self.ipv6 = any(ip.version == 6 for w in config.workloads.values() for ip in w.ips)
+        self.templates = service_templates(config)
+        self.aliases: dict[tuple[str, str], str] = {}  # (workload, host side) → alias
         self.hosts = {
             name: LabHost(
                 name=name,
@@ -154,17 +221,33 @@ class _Planner:
 
     def _workload(self, w: Workload) -> LabWorkload:
         host = self.config.host_of(w)
+        template = self.templates.get(w.name)
         taken: set[str] = set()
         wired: list[LabInterface] = []
+        sides: dict[InterfaceRole, str] = {}
         for index, itf in enumerate(w.interfaces):
-            if not itf.ips:
+            if not itf.ips and (template is None or itf.role is None):
                 continue
             inside = workload_interface(itf.name, index, taken)
             taken.add(inside)
             n = len(wired)
             peer = host_interface(w.name, n) if host is not None else fabric_port("x", w.name, n)
             wired.append(LabInterface(inside, peer, itf.ips))
-        return LabWorkload(w.name, workload_namespace(self.lab, w.name), host, w.ips, tuple(wired))
+            self.aliases[(w.name, peer)] = interface_alias(w.name, itf.name)
+            if template is not None and itf.role is not None:
+                sides.setdefault(itf.role, inside)
+        service = None
+        if template is not None:
+            transparent = template.mode is ServiceTemplateMode.TRANSPARENT
+            service = LabService(
+                template.mode.value,
+                template.function.value,
+                sides[InterfaceRole.LEFT],
+                sides[InterfaceRole.RIGHT],
+                SERVICE_BRIDGE if transparent else None,
+            )
+        namespace = workload_namespace(self.lab, w.name)
+        return LabWorkload(w.name, namespace, host, w.ips, tuple(wired), service)
 
     def topology(self) -> Topology:
         namespaces = [self._fabric()]
@@ -176,7 +259,10 @@ class _Planner:
         ]
         for w in self.workloads.values():
             side = fabric if w.host is None else self.hosts[w.host].namespace
-            veths += [Veth(side, itf.peer, w.namespace, itf.name) for itf in w.interfaces]
+            veths += [
+                Veth(side, itf.peer, w.namespace, itf.name, self.aliases[(w.name, itf.peer)])
+                for itf in w.interfaces
+            ]
         self._check_unique(namespaces, veths)
         return Topology(
             lab=self.lab,
@@ -191,11 +277,12 @@ class _Planner:
     def _port(host: LabHost) -> str:
         return fabric_port("h", host.name)
 
-    def _sysctls(self, role: Role) -> tuple[tuple[str, str], ...]:
+    def _sysctls(self, role: Role, routes: bool = False) -> tuple[tuple[str, str], ...]:
+        """``routes``: an in-network service workload, which forwards like a host."""
         # rp_filter off: a multi-interface workload answers from one interface what came in on
         # another, and the gateway 169.254.1.1 is on no subnet of the workload's side.
         out = [("net/ipv4/conf/all/rp_filter", "0"), ("net/ipv4/conf/default/rp_filter", "0")]
-        if role is Role.HOST:
+        if role is Role.HOST or routes:
             out.append(("net/ipv4/ip_forward", "1"))
         if self.ipv6:
             # DAD would keep fresh addresses "tentative" (unusable) for a second or more.
@@ -236,6 +323,8 @@ class _Planner:
         for w in self.workloads.values():
             for itf in w.interfaces:
                 if w.host == host.name:
+                    if not itf.ips:
+                        continue  # a transparent service's port: nothing is routed to it
                     addresses.append((itf.peer, ipaddress.ip_interface(f"{GATEWAY_IPV4}/32")))
                     if self.ipv6:
                         addresses.append((itf.peer, ipaddress.ip_interface(f"{GATEWAY_IPV6}/64")))
@@ -287,13 +376,33 @@ class _Planner:
                     else:
                         via = self._fabric_address(other.host, ip.version)
                         routes.append(Route(_prefix(ip), out[ip.version], via, ip.version == 4))
+        rules: list[PolicyRule] = []
+        service = w.service
+        routed = service is not None and service.bridge is None
+        if service is not None and routed:
+            # What comes in on one side leaves by the other, whatever its destination.
+            for side, table in _SERVICE_TABLES.items():
+                entry, leave = (
+                    (service.left, service.right)
+                    if side is InterfaceRole.LEFT
+                    else (service.right, service.left)
+                )
+                rules.append(PolicyRule(entry, table))
+                routes.append(
+                    Route(ipaddress.ip_network("0.0.0.0/0"), leave, GATEWAY_IPV4, True, table)
+                )
         return Namespace(
             w.namespace,
             Role.WORKLOAD if w.host is not None else Role.EXTERNAL,
             w.name,
-            sysctls=self._sysctls(Role.WORKLOAD),
+            sysctls=self._sysctls(Role.WORKLOAD, routes=routed),
+            bridge=service.bridge if service is not None else None,
+            bridge_ports=(service.left, service.right)
+            if service is not None and service.bridge
+            else (),
             addresses=tuple(addresses),
             routes=tuple(routes),
+            rules=tuple(rules),
         )
 
     def _check_unique(self, namespaces: list[Namespace], veths: list[Veth]) -> None:

@@ -4,7 +4,8 @@ Each process starts in a session of its own (it outlives ``lab up`` and ignores 
 Ctrl-C) with stdout and stderr appended to a log file.  Ownership is decided from the command
 line, not from the state file, so ``down`` also finds processes started just before a crash:
 a process belongs to a lab when one of its arguments is a path *inside* the lab's state
-directory (controllers get ``--data-dir <dir>/data``, agents ``--state-dir <dir>/agents/…``).
+directory (controllers get ``--data-dir <dir>/data``, agents ``--state-dir <dir>/agents/…``,
+L7 firewalls ``--log <dir>/logs/…``).
 ``lab up --state-dir <dir>`` itself names the directory, not a path inside it, so it is never
 taken for one of them.
 """

@@ -56,7 +56,7 @@ class Phase(enum.Enum):
 class ProcessRecord:
     """A process the lab started; it runs in its own session and outlives ``up``."""
 
-    role: str  # "controller" or "agent"
+    role: str  # "controller", "agent" or "service" (an L7 firewall, ``_services``)
     name: str  # "controller-<n>", or the agent's host
     pid: int
     log: str

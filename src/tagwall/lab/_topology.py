@@ -18,8 +18,10 @@ __all__ = [
     "IPInterface",
     "LabHost",
     "LabInterface",
+    "LabService",
     "LabWorkload",
     "Namespace",
+    "PolicyRule",
     "Role",
     "Route",
     "Topology",
@@ -45,6 +47,7 @@ class Veth:
     name: str
     peer_namespace: str
     peer_name: str
+    alias: str | None = None  # of ``name``: which workload interface it is (docs/steering.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,16 @@ class Route:
     interface: str
     gateway: IPAddress | None = None  # None: the destination is on the link (scope link)
     onlink: bool = False  # the gateway is not in any subnet of the interface (a /32 world)
+    table: int | None = None  # None: the main table
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRule:
+    """``ip rule add iif <interface> lookup <table>`` (IPv4): how an in-network service sends
+    what came in on one side out of the other."""
+
+    interface: str
+    table: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +82,7 @@ class Namespace:
     bridge_ports: tuple[str, ...] = ()  # interfaces of this namespace enslaved to ``bridge``
     addresses: tuple[tuple[str, IPInterface], ...] = ()  # (interface, address with prefix)
     routes: tuple[Route, ...] = ()
+    rules: tuple[PolicyRule, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +100,40 @@ class LabInterface:
 
 
 @dataclass(frozen=True, slots=True)
+class LabService:
+    """A service workload's part (it is in a ServiceInstance): what runs in it and between
+    which of its interfaces.  ``function`` and ``mode`` are the template's values
+    (``forwarder``/``l7-firewall``, ``in-network``/``transparent``); ``bridge`` joins
+    ``left`` and ``right`` in transparent mode."""
+
+    mode: str
+    function: str
+    left: str
+    right: str
+    bridge: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "function": self.function,
+            "left": self.left,
+            "right": self.right,
+            "bridge": self.bridge,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, object]) -> LabService:
+        bridge = raw.get("bridge")
+        return cls(
+            str(raw["mode"]),
+            str(raw["function"]),
+            str(raw["left"]),
+            str(raw["right"]),
+            None if bridge is None else str(bridge),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LabWorkload:
     """A workload as the lab made it.  ``ips`` keeps the manifest's order: the probe uses the
     first as the source and the first of the same family as the destination, as reach does."""
@@ -94,21 +142,26 @@ class LabWorkload:
     namespace: str
     host: str | None  # None: an external workload, on the fabric
     ips: tuple[IPAddress, ...]
-    interfaces: tuple[LabInterface, ...] = ()  # only interfaces with addresses
+    interfaces: tuple[LabInterface, ...] = ()  # with addresses, and a service's left/right
+    service: LabService | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "name": self.name,
             "namespace": self.namespace,
             "host": self.host,
             "ips": [str(ip) for ip in self.ips],
             "interfaces": [itf.as_dict() for itf in self.interfaces],
         }
+        if self.service is not None:
+            out["service"] = self.service.as_dict()
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, object]) -> LabWorkload:
         host = raw.get("host")
         interfaces = raw.get("interfaces")
+        service = raw.get("service")
         return cls(
             name=str(raw["name"]),
             namespace=str(raw["namespace"]),
@@ -119,6 +172,7 @@ class LabWorkload:
                 for itf in (interfaces if isinstance(interfaces, list) else [])
                 if isinstance(itf, dict)
             ),
+            service=LabService.from_dict(service) if isinstance(service, dict) else None,
         )
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "Ref",
     "Rule",
     "RuleDirection",
+    "ServiceFunction",
     "ServiceGroup",
     "ServiceInstance",
     "ServiceTemplate",
@@ -117,6 +118,14 @@ class InterfaceRole(enum.Enum):
 class ServiceTemplateMode(enum.Enum):
     IN_NETWORK = "in-network"
     TRANSPARENT = "transparent"
+
+
+class ServiceFunction(enum.Enum):
+    """What runs in a service workload; the lab starts it (docs/lab.md), elsewhere it says what
+    the operator deployed.  Either one routes (in-network) or bridges (transparent)."""
+
+    FORWARDER = "forwarder"  # kernel forwarding or bridging only, no inspection
+    L7_FIREWALL = "l7-firewall"  # tagwall's reference L7 firewall (``python -m tagwall.l7fw``)
 
 
 class WhenAllDown(enum.Enum):
@@ -358,6 +367,7 @@ class ServiceTemplate:
     mode: ServiceTemplateMode = ServiceTemplateMode.IN_NETWORK
     health_check: HealthCheck | None = None
     when_all_down: WhenAllDown = WhenAllDown.FAIL_CLOSED
+    function: ServiceFunction = ServiceFunction.FORWARDER
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from ._objects import (
     Posture,
     Project,
     Ref,
+    ServiceFunction,
     ServiceGroup,
     ServiceInstance,
     ServiceTemplate,
@@ -281,7 +282,7 @@ def build_service_group(r: Reader, raw: Json) -> ServiceGroup:
 
 
 def build_service_template(r: Reader, raw: Json) -> ServiceTemplate:
-    spec = r.fields("spec", raw, ("mode", "healthCheck", "whenAllDown")) or {}
+    spec = r.fields("spec", raw, ("mode", "healthCheck", "whenAllDown", "function")) or {}
     mode = r.choice(
         "spec.mode", spec.get("mode"), ServiceTemplateMode, ServiceTemplateMode.IN_NETWORK
     )
@@ -304,7 +305,10 @@ def build_service_template(r: Reader, raw: Json) -> ServiceTemplate:
     when = r.choice(
         "spec.whenAllDown", spec.get("whenAllDown"), WhenAllDown, WhenAllDown.FAIL_CLOSED
     )
-    return ServiceTemplate(r.name, r.project, mode, health_check, when)
+    function = r.choice(
+        "spec.function", spec.get("function"), ServiceFunction, ServiceFunction.FORWARDER
+    )
+    return ServiceTemplate(r.name, r.project, mode, health_check, when, function)
 
 
 def build_service_instance(r: Reader, raw: Json) -> ServiceInstance:

@@ -1,0 +1,307 @@
+"""Flow reports from what the kernel saw: conntrack entries for allowed flows, NFLOG packets
+for denied ones, each turned into ``FlowReport``s that name the deciding rule at the ends this
+host enforces.  Pure: events in, reports out (``_flow_recorder`` runs the readers).
+
+Allowed flows (conntrack).  The deciding rules wrote their decision ids into the entry's ``ct
+mark`` (``datapath._nft_decisions``); an entry whose mark is 0 was not decided by tagwall (not
+a workload's traffic) and is ignored.  A flow is reported, with the packets and bytes since
+its previous report:
+
+* when its entry is destroyed (final counters);
+* at a snapshot, when TCP has seen a FIN or RST (``TCP_CLOSING_STATES``; the entry itself
+  lingers in TIME_WAIT for two minutes), or when it was idle since the previous snapshot, or
+  when ``active_timeout_s`` passed since its last report — only if its counters moved.
+
+So a short TCP connection is reported within one snapshot interval of its close, a UDP or ICMP
+exchange one interval after it went quiet, and a long transfer every ``active_timeout_s``; the
+reports of one flow add up to its counters.  A destroyed entry that was never tracked (it began
+before the agent, or more than ``max_flows`` were open) is reported whole at its end.
+
+Denied flows (NFLOG).  Each dropped packet names its rule in the prefix (``tw:e:7``).  Packets
+of one 5-tuple dropped by one rule are summed into one report, emitted once they paused for
+``deny_idle_s`` or after ``active_timeout_s``: a client retrying a refused SYN is one report per
+retry burst, not one per packet.
+
+Times are Unix ms; the kernel's conntrack timestamps where it gave them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..control import EndDecision, FlowReport
+from ..datapath import DECISION_NONE, CounterKey, parse_log_prefix, split_ct_mark
+from ..model import Action, TrafficDirection
+from ._conntrack import TCP_CLOSING_STATES, ConntrackEvent, EventKind, FiveTuple
+from ._nflog import NflogRecord
+
+__all__ = ["Decide", "FlowAssembler", "end_decision"]
+
+Decide = Callable[[TrafficDirection, int], EndDecision | None]
+
+_NS_PER_MS = 1_000_000
+_ICMP = (1, 58)
+
+
+def end_decision(key: CounterKey) -> EndDecision:
+    """The report form of what one decision id stands for."""
+    verdict = "allow" if key.action in (Action.ALLOW, Action.REDIRECT) else "deny"
+    tier = key.tier.value if key.tier is not None else "posture"
+    if key.policy is None:  # a default: the counter comment names it
+        return EndDecision(verdict, tier, None, key.rule, None)
+    policy_set = str(key.policy_set) if key.policy_set is not None else None
+    return EndDecision(verdict, tier, policy_set, str(key.policy), key.rule)
+
+
+@dataclass(slots=True)
+class _Counters:
+    packets: int = 0
+    bytes: int = 0
+    rpackets: int = 0
+    rbytes: int = 0
+
+    @classmethod
+    def of(cls, event: ConntrackEvent) -> _Counters:
+        return cls(
+            event.packets_orig or 0,
+            event.bytes_orig or 0,
+            event.packets_reply or 0,
+            event.bytes_reply or 0,
+        )
+
+    def minus(self, other: _Counters) -> _Counters:
+        # max(0, …): a counter never shrinks, but an entry re-created under a reused id could.
+        return _Counters(
+            max(0, self.packets - other.packets),
+            max(0, self.bytes - other.bytes),
+            max(0, self.rpackets - other.rpackets),
+            max(0, self.rbytes - other.rbytes),
+        )
+
+
+@dataclass(slots=True)
+class _Tracked:
+    flow: FiveTuple
+    mark: int
+    start_ns: int
+    reported: _Counters  # what earlier reports covered
+    last_report_ns: int
+    seen: _Counters | None = None  # at the previous snapshot
+    seen_ns: int = 0
+
+    def since(self) -> int:
+        """Where the next report's period starts: the flow's start, or the last report."""
+        return self.start_ns if self.reported == _Counters() else self.last_report_ns
+
+
+@dataclass(slots=True)
+class _Denied:
+    first_ns: int
+    last_ns: int
+    packets: int
+    bytes: int
+
+
+class FlowAssembler:
+    """Not thread-safe: one caller at a time (the recorder holds a lock)."""
+
+    def __init__(
+        self,
+        decide: Decide,
+        *,
+        active_timeout_s: float = 60.0,
+        deny_idle_s: float = 2.0,
+        max_flows: int = 500_000,
+        forget_after_s: float = 600.0,
+    ) -> None:
+        self._decide = decide
+        self._active_ns = int(active_timeout_s * 1e9)
+        self._deny_idle_ns = int(deny_idle_s * 1e9)
+        self._forget_ns = int(forget_after_s * 1e9)
+        self._max_flows = max_flows
+        self._open: dict[int, _Tracked] = {}
+        self._denied: dict[tuple[FiveTuple, TrafficDirection, int], _Denied] = {}
+        self.untracked = 0  # flows not tracked because ``max_flows`` were open
+        self.unknown_decisions = 0  # ids the program in force did not know (reported as None)
+
+    @property
+    def open_flows(self) -> int:
+        return len(self._open)
+
+    # -- conntrack -------------------------------------------------------------------------
+
+    def conntrack(self, event: ConntrackEvent) -> list[FlowReport]:
+        if event.mark == 0:
+            return []
+        if event.kind is EventKind.NEW:
+            if len(self._open) >= self._max_flows:
+                self.untracked += 1
+                return []
+            start = event.start_ns or event.observed_ns
+            self._open[event.ct_id] = _Tracked(
+                event.flow, event.mark, start, _Counters(), event.observed_ns
+            )
+            return []
+        if event.kind is EventKind.DESTROY:
+            tracked = self._open.pop(event.ct_id, None)
+            counters = _Counters.of(event)
+            end_ns = event.stop_ns or event.observed_ns
+            if tracked is None:
+                start = event.start_ns or end_ns
+                return [self._report(event.flow, event.mark, start, end_ns, counters)]
+            delta = counters.minus(tracked.reported)
+            if delta == _Counters() and tracked.reported != _Counters():
+                return []  # the last report already covered everything
+            return [self._report(event.flow, event.mark, tracked.since(), end_ns, delta)]
+        if event.kind is EventKind.SNAPSHOT:
+            return self._snapshot(event)
+        return []
+
+    def _snapshot(self, event: ConntrackEvent) -> list[FlowReport]:
+        now, counters = event.observed_ns, _Counters.of(event)
+        tracked = self._open.get(event.ct_id)
+        if tracked is None:
+            if len(self._open) >= self._max_flows:
+                return []
+            start = event.start_ns or now
+            tracked = _Tracked(event.flow, event.mark, start, _Counters(), start)
+            self._open[event.ct_id] = tracked
+        previous, tracked.seen, tracked.seen_ns = tracked.seen, counters, now
+        if counters == tracked.reported:
+            return []
+        due = (
+            event.tcp_state in TCP_CLOSING_STATES
+            or counters == previous
+            or now - tracked.last_report_ns >= self._active_ns
+        )
+        if not due:
+            return []
+        since, delta = tracked.since(), counters.minus(tracked.reported)
+        tracked.reported, tracked.last_report_ns = counters, now
+        return [self._report(event.flow, event.mark, since, now, delta)]
+
+    def _report(
+        self, flow: FiveTuple, mark: int, start_ns: int, end_ns: int, c: _Counters
+    ) -> FlowReport:
+        halves = split_ct_mark(mark)
+        sport, dport = _ports(flow)
+        return FlowReport(
+            start_ms=start_ns // _NS_PER_MS,
+            end_ms=max(end_ns, start_ns) // _NS_PER_MS,
+            src=flow.src,
+            dst=flow.dst,
+            proto=flow.proto,
+            sport=sport,
+            dport=dport,
+            packets=c.packets,
+            bytes=c.bytes,
+            rpackets=c.rpackets,
+            rbytes=c.rbytes,
+            egress=self._lookup(TrafficDirection.EGRESS, halves[TrafficDirection.EGRESS]),
+            ingress=self._lookup(TrafficDirection.INGRESS, halves[TrafficDirection.INGRESS]),
+        )
+
+    def _lookup(self, direction: TrafficDirection, decision: int) -> EndDecision | None:
+        if decision == DECISION_NONE:
+            return None
+        found = self._decide(direction, decision)
+        if found is None:
+            self.unknown_decisions += 1
+        return found
+
+    # -- NFLOG -----------------------------------------------------------------------------
+
+    def denied(self, record: NflogRecord) -> None:
+        """Count one dropped packet (packets tagwall's rules did not log are ignored)."""
+        parsed = parse_log_prefix(record.prefix)
+        if parsed is None:
+            return
+        direction, decision = parsed
+        now = record.timestamp_ns or record.observed_ns
+        key = (record.flow, direction, decision)
+        entry = self._denied.get(key)
+        if entry is None:
+            self._denied[key] = _Denied(now, now, 1, record.length)
+        else:
+            entry.last_ns = max(entry.last_ns, now)
+            entry.packets += 1
+            entry.bytes += record.length
+
+    # -- time ------------------------------------------------------------------------------
+
+    def expire(self, now_ns: int) -> list[FlowReport]:
+        """Reports of the denied bursts that are over, and forget flows whose end was lost."""
+        out = [
+            self._denied_report(key, self._denied.pop(key))
+            for key, entry in list(self._denied.items())
+            if now_ns - entry.last_ns >= self._deny_idle_ns
+            or now_ns - entry.first_ns >= self._active_ns
+        ]
+        stale = [
+            ct_id
+            for ct_id, t in self._open.items()
+            if now_ns - max(t.seen_ns, t.last_report_ns) >= self._forget_ns
+        ]
+        for ct_id in stale:
+            del self._open[ct_id]
+        return out
+
+    def drain(self) -> list[FlowReport]:
+        """Every denied burst still open, reported now (the recorder is stopping).  Open
+        allowed flows are not: their entries outlive the agent, and a restarted agent that
+        ``restore``s what ``tracked`` returned reports them on, from where this one stopped."""
+        out = [self._denied_report(key, entry) for key, entry in self._denied.items()]
+        self._denied.clear()
+        return out
+
+    # -- across restarts -------------------------------------------------------------------
+
+    def tracked(self) -> list[list[int]]:
+        """What was reported of each open flow, as JSON-able rows for ``restore``."""
+        return [
+            [ct_id, t.start_ns, t.last_report_ns, *_fields(t.reported)]
+            for ct_id, t in self._open.items()
+            if t.reported != _Counters()
+        ]
+
+    def restore(self, rows: list[list[int]]) -> None:
+        """Take over what an earlier agent reported (``tracked``); a flow is known by its
+        conntrack id, which its next snapshot or its end confirms (the 5-tuple and mark come
+        from there; a row whose entry is gone is forgotten after ``forget_after_s``)."""
+        for ct_id, start_ns, last_ns, *counters in rows:
+            self._open[ct_id] = _Tracked(
+                FiveTuple("", "", 0), 0, start_ns, _Counters(*counters), last_ns
+            )
+
+    def _denied_report(
+        self, key: tuple[FiveTuple, TrafficDirection, int], entry: _Denied
+    ) -> FlowReport:
+        flow, direction, decision = key
+        sport, dport = _ports(flow)
+        end = self._lookup(direction, decision)
+        return FlowReport(
+            start_ms=entry.first_ns // _NS_PER_MS,
+            end_ms=entry.last_ns // _NS_PER_MS,
+            src=flow.src,
+            dst=flow.dst,
+            proto=flow.proto,
+            sport=sport,
+            dport=dport,
+            packets=entry.packets,
+            bytes=entry.bytes,
+            rpackets=0,
+            rbytes=0,
+            egress=end if direction is TrafficDirection.EGRESS else None,
+            ingress=end if direction is TrafficDirection.INGRESS else None,
+        )
+
+
+def _fields(c: _Counters) -> list[int]:
+    return [c.packets, c.bytes, c.rpackets, c.rbytes]
+
+
+def _ports(flow: FiveTuple) -> tuple[int, int]:
+    if flow.proto in _ICMP:
+        return 0, (flow.icmp_type or 0) << 8 | (flow.icmp_code or 0)
+    return flow.sport or 0, flow.dport or 0
