@@ -27,6 +27,11 @@ by round (``--repeats`` rounds, the order rotated each round; medians reported):
 * ``tagwall``: each host's ``Program`` (``Compiler(config).program(host)``) loaded by
   ``NftDatapath(netns=<host namespace>).load`` — the baseline chains' ``ct state
   established,related accept`` first, sets and maps for the members;
+* ``tagwall-flows``: the same programs plus, per host, the flow recorder an agent runs by
+  default (``tagwall.agent.recorder.FlowRecorder``: conntrack accounting, timestamps and events
+  on, every NEW and DESTROY event read and assembled, reports spooled to a temporary
+  directory; the controller URL answers nothing, so nothing is shipped).  Its statistics
+  (reports, kernel events lost to a full receive buffer) are in ``flow_recorder``;
 * ``iptables``: the legacy baseline — per host, the FORWARD chain holds one iptables rule per
   compiled rule of the same program, in evaluation order, with addresses written out (see
   ``iptables_lines``), no set lookups and no conntrack, so every packet walks the chain, the
@@ -89,6 +94,7 @@ from _estate import (
 )
 
 from tagwall._netns import entered
+from tagwall.agent.recorder import FlowRecorder
 from tagwall.compiler import AddressSet, CompiledRule, Compiler, Program
 from tagwall.datapath import NftDatapath, nft_cleanup
 from tagwall.lab import LabState, check_lab_name, down, up
@@ -113,7 +119,7 @@ CLIENT, SERVER = "bench-client", "bench-server"
 CLIENT_HOST, SERVER_HOST = "bench-a", "bench-b"
 CLIENT_IP, SERVER_IP = "10.99.0.1", "10.99.0.2"
 ALLOW_RULE = "iperf"
-VARIANTS = ("none", "tagwall", "iptables")
+VARIANTS = ("none", "tagwall", "tagwall-flows", "iptables")
 TARGET_RATIO_VS_NONE = 0.95
 _NOWHERE = "192.0.2.1"  # TEST-NET-1: stands for an empty set in the legacy chain
 
@@ -577,17 +583,42 @@ def rulesets(programs: dict[str, Program]) -> Rulesets:
     return Rulesets(programs, {h: iptables_lines(p) for h, p in programs.items()})
 
 
-def _enforce(variant: str, lab: Lab, sets: Rulesets, tool: str) -> Callable[[], int]:
+def _enforce(
+    variant: str, lab: Lab, sets: Rulesets, tool: str, recorded: list[dict[str, Any]]
+) -> Callable[[], int]:
     """Put ``variant`` in force on both hosts; returns how to read the packets counted by the
-    test flow's allowing rule on the client's host (-1: not read)."""
-    if variant == "tagwall":
-        datapaths = {}
+    test flow's allowing rule on the client's host (-1: not read), which also ends the variant
+    (flow recorders stopped, their statistics appended to ``recorded``)."""
+    if variant in ("tagwall", "tagwall-flows"):
+        datapaths, recorders, spools = {}, [], tempfile.TemporaryDirectory(prefix="tw-flows-")
         for host, program in sets.programs.items():
             datapaths[host] = NftDatapath(netns=lab.hosts[host])
             datapaths[host].load(program)
+            if variant == "tagwall-flows":
+                recorder = FlowRecorder(
+                    host,
+                    ["http://127.0.0.1:9"],  # discard: nothing answers, reports stay spooled
+                    datapaths[host],
+                    Path(spools.name) / host,
+                    netns=lab.hosts[host],
+                )
+                recorder.start()
+                recorders.append(recorder)
 
         def allowed() -> int:
             counted = datapaths[CLIENT_HOST].counters()
+            for recorder in recorders:
+                recorder.stop()
+                stats = recorder.statistics()
+                recorded.append(
+                    {
+                        "host": recorder.host,
+                        "reports": stats.reports,
+                        "lost_overruns": stats.lost_overruns,
+                        "spool_dropped": stats.spool.dropped,
+                    }
+                )
+            spools.cleanup()
             for dp in datapaths.values():
                 dp.close()
             return sum(int(str(c["packets"])) for c in counted if c["rule"] == ALLOW_RULE)
@@ -613,12 +644,13 @@ def run_variants(
     load_s: list[float] = []
     blocked_runs: dict[str, list[bool]] = {v: [] for v in variants}
     allow_packets: dict[str, list[int]] = {}
+    recorded: list[dict[str, Any]] = []
     for r in range(args.repeats):
         k = r % len(variants)
         for variant in variants[k:] + variants[:k]:  # rotated: no variant always first
             _clear(lab, args.iptables)
             start = time.perf_counter()
-            allowed = _enforce(variant, lab, sets, args.iptables)
+            allowed = _enforce(variant, lab, sets, args.iptables, recorded)
             if variant == "tagwall":
                 load_s.append(round(time.perf_counter() - start, 3))
             blocked_runs[variant].append(blocked(lab.client_ns, lab.server_ns))
@@ -643,6 +675,8 @@ def run_variants(
         # packet of the flow (iptables).  Proof that new connections walked down to it.
         "allow_rule_packets": allow_packets,
         "tagwall_load_s": load_s,
+        # Per host and round of ``tagwall-flows``: reports assembled, kernel events lost.
+        "flow_recorder": recorded,
     }
     return runs, extra
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -85,3 +88,54 @@ def test_usage_errors_exit_2(controller: str) -> None:
         )[0]
         == 2
     )
+
+
+SERVICE = """\
+apiVersion: tagwall/v1
+kind: Workload
+metadata: {name: fw-a}
+spec:
+  host: host-1
+  interfaces:
+  - {name: left, ips: [10.9.0.1], role: left}
+  - {name: right, ips: [10.9.1.1], role: right}
+---
+apiVersion: tagwall/v1
+kind: ServiceTemplate
+metadata: {name: l7}
+spec: {mode: in-network, function: l7-firewall}
+---
+apiVersion: tagwall/v1
+kind: ServiceInstance
+metadata: {name: fw-1}
+spec: {template: l7, workloads: [fw-a]}
+"""
+
+
+def test_get_serviceinstances_shows_health_and_steered_traffic(
+    controller: str, tmp_path: Path
+) -> None:
+    """The list is the instances as they run (as ``get hosts`` is); one by name is the object."""
+    manifest = tmp_path / "service.yaml"
+    manifest.write_text(SERVICE)
+    code, _, err = tagwall(controller, "apply", "-f", str(manifest))
+    assert code == 0, err
+    code, out, _ = tagwall(controller, "get", "serviceinstances")
+    assert code == 0 and re.search(r"fw-1 .* unknown .* fw-a .* host-1 .* \?", out), out
+    report = {
+        "host": "host-1",
+        "services": [
+            {"instance": "fw-1", "workload": "fw-a", "healthy": True, "packets": 31, "flows": 2}
+        ],
+    }
+    httpx.post(f"{controller}/api/v1/status/serviceinstances", json=report).raise_for_status()
+    code, out, _ = tagwall(controller, "get", "serviceinstances", "-o", "json")
+    (item,) = json.loads(out)["items"]
+    assert item["health"] == "up"
+    assert [(w["workload"], w["healthy"], w["packets"], w["flows"]) for w in item["workloads"]] == [
+        ("fw-a", True, 31, 2)
+    ]
+    code, out, _ = tagwall(controller, "get", "serviceinstances")
+    assert re.search(r"fw-1 .* up .* fw-a .* host-1 .* yes .* 31 .* 2", out), out
+    code, out, _ = tagwall(controller, "get", "serviceinstance", "fw-1", "-o", "json")
+    assert json.loads(out)["spec"] == {"template": "l7", "workloads": ["fw-a"]}

@@ -7,7 +7,7 @@ program and keeps enforcing it when every controller is gone (fail-static).
 
 Flow reports live in the submodule ``tagwall.agent.recorder`` (``FlowRecorder``: conntrack and
 NFLOG in, reports spooled and shipped to the controller's analytics; ``_flows.py`` assembles
-them), imported only by an agent that records flows: it needs pyroute2 and netlink sockets,
+them), imported only by an agent that records flows: it needs netlink sockets and threads,
 which neither the agent's core nor the simulator data path does.
 """
 

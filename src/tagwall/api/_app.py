@@ -46,6 +46,7 @@ from ._http import (
 from ._live import LiveConfig
 from ._objects import objects_router
 from ._query import query_router
+from ._services import ServiceBoard, services_router
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -134,6 +135,7 @@ def create_app(
     app.include_router(drafts_router(live), prefix=API_PREFIX)
     app.include_router(agents_router(hub), prefix=API_PREFIX)
     app.include_router(flows_router(analytics), prefix=API_PREFIX)
+    app.include_router(services_router(live.config, ServiceBoard()), prefix=API_PREFIX)
     app.include_router(objects_router(live), prefix=API_PREFIX)
 
     @app.get("/healthz", summary="Liveness: the store answers", tags=["health"])

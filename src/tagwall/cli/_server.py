@@ -162,11 +162,16 @@ def get(
 
     ``get hosts`` lists every host with its enforcement state instead: connected or not, the
     controller it is connected to, desired and realized revision, last error.  ``get host
-    NAME`` shows the Host object.
+    NAME`` shows the Host object.  Likewise ``get serviceinstances`` lists every instance as
+    it runs: health, and per service workload its host, health and the packets and flows
+    steered into it; ``get serviceinstance NAME`` shows the object.
     """
     kind = resolve_kind(kind)
     if kind == "Host" and name is None:
         _hosts(server, output)
+        return
+    if kind == "ServiceInstance" and name is None:
+        _service_instances(server, output, project)
         return
     with Client(server) as client:
         if name is not None:
@@ -206,6 +211,36 @@ def _hosts(server: str | None, output: OutputFormat) -> None:
             out.print(records_table(rows))
         else:
             err.print("no hosts: no workload names one and no agent has connected")
+
+
+def _service_instances(server: str | None, output: OutputFormat, project: str | None) -> None:
+    with Client(server) as client:
+        status = client.request("GET", "/status/serviceinstances")
+    if project is not None:
+        status["items"] = [i for i in status["items"] if i["project"] == project]
+    if output is OutputFormat.YAML:
+        typer.echo(dump_yaml_stream([status]), nl=False)
+        return
+    if emit(status, output):
+        return
+    rows = [
+        {
+            "instance": f"{i['project']}/{i['name']}" if i["project"] else i["name"],
+            "mode": i["mode"],
+            "health": i["health"],
+            "workload": w["workload"],
+            "host": w["host"],
+            "healthy": {True: "yes", False: "NO", None: "?"}[w["healthy"]],
+            "packets": w.get("packets"),
+            "flows": w.get("flows"),
+        }
+        for i in status["items"]
+        for w in i["workloads"] or [{"workload": None, "host": None, "healthy": None}]
+    ]
+    if rows:
+        out.print(records_table(rows))
+    else:
+        err.print("no service instances" + (f" in project {project}" if project else ""))
 
 
 def describe(
