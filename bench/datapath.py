@@ -615,6 +615,7 @@ def _enforce(
                         "host": recorder.host,
                         "reports": stats.reports,
                         "lost_overruns": stats.lost_overruns,
+                        "ends_lost": stats.ends_lost,
                         "spool_dropped": stats.spool.dropped,
                     }
                 )

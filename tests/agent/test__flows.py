@@ -334,7 +334,7 @@ def test_a_restarted_assembler_reports_only_what_the_previous_one_did_not() -> N
     assert len(rows) == 1
 
     new = FlowAssembler(decide, active_timeout_s=60)
-    new.restore(rows)
+    new.restore(rows, T0 + 70 * S)
     (rest,) = new.conntrack(ct(EventKind.DESTROY, 100, (25, 2600, 20, 9000)))
     assert (counters(rest), rest.start_ms, rest.end_ms) == (
         (5, 600, 4, 1000),
@@ -349,16 +349,53 @@ def test_a_restarted_assembler_reports_only_what_the_previous_one_did_not() -> N
     assert counters(whole) == (25, 2600, 20, 9000)  # what ``restore`` saves from counting twice
 
 
-def test_a_restored_flow_whose_entry_is_gone_is_forgotten_after_forget_after_s() -> None:
+def test_a_restored_flow_whose_entry_is_gone_is_forgotten_after_gone_after_s() -> None:
+    """Counted from the restart, not from the last report: an agent restarted long after its
+    last report must wait for a snapshot before it forgets (or it would report again)."""
     old = FlowAssembler(decide, active_timeout_s=60)
     old.conntrack(ct(EventKind.NEW, 0))
     old.conntrack(ct(EventKind.SNAPSHOT, 60, (20, 2000, 16, 8000)))
-    new = FlowAssembler(decide, forget_after_s=600)
-    new.restore(old.tracked())
-    new.expire(T0 + 659 * S)
-    assert new.open_flows == 1
-    new.expire(T0 + 660 * S)
-    assert new.open_flows == 0
+    new = FlowAssembler(decide, gone_after_s=30)
+    new.restore(old.tracked(), T0 + 200 * S)
+    assert new.expire(T0 + 229 * S) == [] and new.open_flows == 1
+    assert new.expire(T0 + 230 * S) == [] and new.open_flows == 0  # reported by ``old`` already
+    assert new.ends_lost == 0
+
+
+def test_a_restored_flow_confirmed_by_a_snapshot_is_not_reported_again() -> None:
+    old = FlowAssembler(decide, active_timeout_s=60)
+    old.conntrack(ct(EventKind.NEW, 0))
+    old.conntrack(ct(EventKind.SNAPSHOT, 60, (20, 2000, 16, 8000), tcp_state=7))
+    new = FlowAssembler(decide, gone_after_s=30)
+    new.restore(old.tracked(), T0 + 200 * S)
+    assert new.conntrack(ct(EventKind.SNAPSHOT, 205, (20, 2000, 16, 8000), tcp_state=7)) == []
+    assert new.expire(T0 + 230 * S) == [] and new.open_flows == 1  # seen at 205 s
+    assert new.conntrack(ct(EventKind.DESTROY, 240, (20, 2000, 16, 8000))) == []
+
+
+def test_a_flow_whose_destroy_was_lost_is_reported_from_its_last_snapshot() -> None:
+    """An overrun cost the DESTROY: once no snapshot has seen the flow for ``gone_after_s``,
+    what the last snapshot counted beyond the last report is reported."""
+    assembler = FlowAssembler(decide, active_timeout_s=60, gone_after_s=30)
+    assembler.conntrack(ct(EventKind.NEW, 0))
+    assert assembler.conntrack(ct(EventKind.SNAPSHOT, 10, (5, 500, 4, 400))) == []  # active
+    assert assembler.conntrack(ct(EventKind.SNAPSHOT, 20, (9, 900, 8, 800))) == []
+    assert assembler.expire(T0 + 49 * S) == []
+    (report,) = assembler.expire(T0 + 50 * S)
+    assert counters(report) == (9, 900, 8, 800)
+    assert (report.start_ms, report.end_ms) == (T0_MS, T0_MS + 20_000)
+    assert report.egress == end_decision(TO_DB) and report.ingress == end_decision(FROM_WEB)
+    assert assembler.open_flows == 0 and assembler.ends_lost == 1
+
+
+def test_a_flow_no_snapshot_saw_and_whose_destroy_was_lost_is_reported_without_counters() -> None:
+    """Who talked to whom, by which rule, is still known from NEW; its packets are not."""
+    assembler = FlowAssembler(decide, gone_after_s=30)
+    assembler.conntrack(ct(EventKind.NEW, 0))
+    (report,) = assembler.expire(T0 + 30 * S)
+    assert counters(report) == (0, 0, 0, 0)
+    assert report.egress == end_decision(TO_DB)
+    assert assembler.ends_lost == 1
 
 
 # -- end_decision ------------------------------------------------------------------------------

@@ -13,14 +13,17 @@ Guarantees, for flows that start after the reader was opened:
 - DESTROY carries the final counters and the start/stop timestamps.  NEW carries the mark set
   by the rule that decided the first packet, no counters.  SNAPSHOT carries the counters and
   start timestamp so far; the same flow appears in every snapshot until it ends.
-- A full receive buffer does not lose DESTROY: the event socket asks for delivery failures
-  (``NETLINK_BROADCAST_ERROR``), and conntrack keeps an entry whose DESTROY could not be
-  delivered and sends it again later (so a reader that stops draining holds dead entries).
-  Measured here: a flush of 14,326 entries, all 14,326 DESTROY events received.
-- NEW and UPDATE can be lost when the receive buffer (8 MiB, forced past ``rmem_max``)
-  overflows, never silently: the kernel reports ENOBUFS, counted in
-  ``statistics().lost_overruns`` (one overrun may have cost several events), and reading goes
-  on.  The next snapshot shows every flow still open.
+- Events can be lost when the receive buffer (8 MiB, forced past ``rmem_max``) overflows,
+  never silently: the kernel reports ENOBUFS, counted in ``statistics().lost_overruns`` (one
+  overrun may have cost several events), and reading goes on.  The next snapshot shows every
+  flow still open.
+- ``reliable=True`` makes DESTROY survive a full buffer: the event socket asks for delivery
+  failures (``NETLINK_BROADCAST_ERROR``), and conntrack keeps an entry whose DESTROY could not
+  be delivered and sends it again later.  Measured here: a flush of 14,326 entries, all 14,326
+  DESTROY events received.  It is off by default because the kept entries still count against
+  ``nf_conntrack_max``: a reader that falls behind for long would fill the table, and then
+  the kernel drops new connections.  A firewall's flow log must never cost traffic; the
+  agent reports a flow whose DESTROY was lost from its snapshots instead (``_flows``).
 
 Opening the reader sets three per-namespace sysctls (under ``/proc/sys/net/netfilter``,
 written from inside the namespace), each taking effect for connections created afterwards:
@@ -150,6 +153,7 @@ class ConntrackReader(NetlinkReader):
         *,
         snapshot_interval_s: float = 30.0,
         include_updates: bool = False,
+        reliable: bool = False,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         groups = _GROUP_NEW | _GROUP_DESTROY | (_GROUP_UPDATE if include_updates else 0)
@@ -161,7 +165,7 @@ class ConntrackReader(NetlinkReader):
             for name in ("nf_conntrack_acct", "nf_conntrack_timestamp", "nf_conntrack_events"):
                 with open(f"/proc/sys/net/netfilter/{name}", "w") as f:
                     f.write("1")
-            self._events = netlink_socket(groups)
+            self._events = netlink_socket(groups, reliable=reliable)
             self._dump = netlink_socket()
         super().__init__({"events": 0, "snapshots": 0, "lost_overruns": 0, "malformed": 0})
 

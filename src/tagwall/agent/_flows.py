@@ -15,7 +15,10 @@ its previous report:
 So a short TCP connection is reported within one snapshot interval of its close, a UDP or ICMP
 exchange one interval after it went quiet, and a long transfer every ``active_timeout_s``; the
 reports of one flow add up to its counters.  A destroyed entry that was never tracked (it began
-before the agent, or more than ``max_flows`` were open) is reported whole at its end.
+before the agent, or more than ``max_flows`` were open) is reported whole at its end.  A flow
+whose DESTROY was lost (a receive buffer overrun: the reader does not make the kernel keep
+entries for it, see ``_conntrack``) is reported when no snapshot has seen it for
+``gone_after_s``, with what the last snapshot counted.
 
 Denied flows (NFLOG).  Each dropped packet names its rule in the prefix (``tw:e:7``).  Packets
 of one 5-tuple dropped by one rule are summed into one report, emitted once they paused for
@@ -113,16 +116,17 @@ class FlowAssembler:
         active_timeout_s: float = 60.0,
         deny_idle_s: float = 2.0,
         max_flows: int = 500_000,
-        forget_after_s: float = 600.0,
+        gone_after_s: float = 30.0,
     ) -> None:
         self._decide = decide
         self._active_ns = int(active_timeout_s * 1e9)
         self._deny_idle_ns = int(deny_idle_s * 1e9)
-        self._forget_ns = int(forget_after_s * 1e9)
+        self._gone_ns = int(gone_after_s * 1e9)
         self._max_flows = max_flows
         self._open: dict[int, _Tracked] = {}
         self._denied: dict[tuple[FiveTuple, TrafficDirection, int], _Denied] = {}
         self.untracked = 0  # flows not tracked because ``max_flows`` were open
+        self.ends_lost = 0  # flows that went without a DESTROY (lost in an overrun)
         self.unknown_decisions = 0  # ids the program in force did not know (reported as None)
 
     @property
@@ -140,7 +144,7 @@ class FlowAssembler:
                 return []
             start = event.start_ns or event.observed_ns
             self._open[event.ct_id] = _Tracked(
-                event.flow, event.mark, start, _Counters(), event.observed_ns
+                event.flow, event.mark, start, _Counters(), event.observed_ns, None, start
             )
             return []
         if event.kind is EventKind.DESTROY:
@@ -168,6 +172,7 @@ class FlowAssembler:
             tracked = _Tracked(event.flow, event.mark, start, _Counters(), start)
             self._open[event.ct_id] = tracked
         previous, tracked.seen, tracked.seen_ns = tracked.seen, counters, now
+        tracked.flow, tracked.mark = event.flow, event.mark  # a restored row learns them here
         if counters == tracked.reported:
             return []
         due = (
@@ -231,20 +236,30 @@ class FlowAssembler:
     # -- time ------------------------------------------------------------------------------
 
     def expire(self, now_ns: int) -> list[FlowReport]:
-        """Reports of the denied bursts that are over, and forget flows whose end was lost."""
+        """Reports of the denied bursts that are over, and of the flows that are gone without
+        a DESTROY: not seen by a snapshot for ``gone_after_s`` (a few snapshot intervals).
+        Such a flow is reported with what its last snapshot counted and its report did not
+        (nothing counted, if no snapshot saw it), and forgotten."""
         out = [
             self._denied_report(key, self._denied.pop(key))
             for key, entry in list(self._denied.items())
             if now_ns - entry.last_ns >= self._deny_idle_ns
             or now_ns - entry.first_ns >= self._active_ns
         ]
-        stale = [
+        gone = [
             ct_id
             for ct_id, t in self._open.items()
-            if now_ns - max(t.seen_ns, t.last_report_ns) >= self._forget_ns
+            if now_ns - max(t.seen_ns, t.last_report_ns) >= self._gone_ns
         ]
-        for ct_id in stale:
-            del self._open[ct_id]
+        for ct_id in gone:
+            t = self._open.pop(ct_id)
+            if t.mark == 0:  # restored from an earlier agent and never confirmed: nothing new
+                continue
+            self.ends_lost += 1
+            seen = t.seen or _Counters()
+            if seen != t.reported or t.reported == _Counters():
+                end = max(t.seen_ns, t.start_ns)
+                out.append(self._report(t.flow, t.mark, t.since(), end, seen.minus(t.reported)))
         return out
 
     def drain(self) -> list[FlowReport]:
@@ -265,13 +280,14 @@ class FlowAssembler:
             if t.reported != _Counters()
         ]
 
-    def restore(self, rows: list[list[int]]) -> None:
-        """Take over what an earlier agent reported (``tracked``); a flow is known by its
-        conntrack id, which its next snapshot or its end confirms (the 5-tuple and mark come
-        from there; a row whose entry is gone is forgotten after ``forget_after_s``)."""
+    def restore(self, rows: list[list[int]], now_ns: int) -> None:
+        """Take over what an earlier agent reported (``tracked``) at ``now_ns``; a flow is
+        known by its conntrack id, which its next snapshot or its end confirms (the 5-tuple
+        and mark come from there; a row no snapshot confirms within ``gone_after_s`` of
+        ``now_ns`` is forgotten: its entry went while no agent ran)."""
         for ct_id, start_ns, last_ns, *counters in rows:
             self._open[ct_id] = _Tracked(
-                FiveTuple("", "", 0), 0, start_ns, _Counters(*counters), last_ns
+                FiveTuple("", "", 0), 0, start_ns, _Counters(*counters), last_ns, None, now_ns
             )
 
     def _denied_report(

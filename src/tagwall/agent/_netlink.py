@@ -33,21 +33,22 @@ NLMSG = struct.Struct("=IHHII")  # length, type, flags, seq, port id (host order
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 _SO_RCVBUFFORCE = 33  # SO_RCVBUF beyond net.core.rmem_max (root); not in typeshed
 _RCVBUF_BYTES = 8 * 1024 * 1024
-# A failed delivery is reported back to the sender subsystem: conntrack then keeps a destroyed
-# entry and redelivers its DESTROY event later instead of dropping it (what conntrackd does).
+# With it, a failed delivery is reported back to the sender subsystem: conntrack then keeps a
+# destroyed entry and redelivers its DESTROY event later instead of dropping it (conntrackd's
+# NetlinkEventsReliable, off by default there too).
 _SOL_NETLINK, _NETLINK_BROADCAST_ERROR = 270, 4
 RECV_BYTES = 1 << 17  # larger than any one datagram these subsystems send
 
 
-def netlink_socket(groups: int = 0) -> socket.socket:
+def netlink_socket(groups: int = 0, *, reliable: bool = False) -> socket.socket:
     """A netfilter netlink socket in the caller's namespace, bound to multicast ``groups``,
-    with an 8 MiB receive buffer; with groups, failed deliveries are reported back."""
+    with an 8 MiB receive buffer; ``reliable``: failed deliveries are reported back."""
     sock = socket.socket(
         socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER
     )
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _RCVBUF_BYTES)
-        if groups:
+        if groups and reliable:
             sock.setsockopt(_SOL_NETLINK, _NETLINK_BROADCAST_ERROR, 1)
         sock.bind((0, groups))
     except BaseException:

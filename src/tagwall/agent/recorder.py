@@ -26,10 +26,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import httpx
 
@@ -37,14 +37,16 @@ from ..compiler import Program
 from ..control import REPORTS_PATH, EndDecision, FlowReport
 from ..datapath import LOG_GROUP, CounterKey
 from ..model import TrafficDirection
-from ._conntrack import ConntrackReader
+from ._conntrack import ConntrackEvent, ConntrackReader
 from ._flows import FlowAssembler, end_decision
-from ._nflog import NflogReader
+from ._nflog import NflogReader, NflogRecord
 from ._spool import Spool, SpoolRecord, SpoolStatistics, fsync_dir
 
 __all__ = ["FlowRecorder", "RecorderStatistics"]
 
 log = logging.getLogger("tagwall.agent.flows")
+
+T = TypeVar("T")
 
 
 class Decisions(Protocol):
@@ -62,6 +64,7 @@ class RecorderStatistics:
     shipped: int  # reports the controller confirmed since start
     spool: SpoolStatistics  # waiting on disk, and dropped because the spool was full
     lost_overruns: int  # kernel events lost to a full receive buffer (conntrack + NFLOG)
+    ends_lost: int  # flows reported from their last snapshot: their DESTROY was lost
     unknown_decisions: int  # ids the program in force did not name
     controller: str | None  # the controller that took the last batch
 
@@ -88,7 +91,11 @@ class FlowRecorder:
         self.directory = directory
         self._urls = [u.rstrip("/") + REPORTS_PATH for u in controllers]
         self._decisions = _DecisionCache(datapath)
-        self._assembler = FlowAssembler(self._decisions.lookup, active_timeout_s=active_timeout_s)
+        self._assembler = FlowAssembler(
+            self._decisions.lookup,
+            active_timeout_s=active_timeout_s,
+            gone_after_s=3 * snapshot_interval_s,
+        )
         self._tracked_file = directory / "tracked.json"
         self._restore()
         self._spool = Spool(directory / "spool", max_bytes=spool_bytes)
@@ -139,7 +146,7 @@ class FlowRecorder:
     def statistics(self) -> RecorderStatistics:
         with self._lock:
             open_flows, reports = self._assembler.open_flows, self._reports
-            unknown = self._assembler.unknown_decisions
+            unknown, ends_lost = self._assembler.unknown_decisions, self._assembler.ends_lost
         return RecorderStatistics(
             open_flows=open_flows,
             reports=reports,
@@ -147,6 +154,7 @@ class FlowRecorder:
             spool=self._spool.statistics(),
             lost_overruns=self._conntrack.statistics().lost_overruns
             + self._nflog.statistics().lost_overruns,
+            ends_lost=ends_lost,
             unknown_decisions=unknown,
             controller=self._controller,
         )
@@ -157,21 +165,38 @@ class FlowRecorder:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
             rows = json.loads(self._tracked_file.read_text())
-            self._assembler.restore(rows)
+            self._assembler.restore(rows, time.time_ns())
         except FileNotFoundError:
             return
         except (OSError, ValueError, TypeError) as exc:
             log.warning("%s unreadable, open flows start from zero: %s", self._tracked_file, exc)
 
     def _read_conntrack(self) -> None:
-        for event in self._conntrack:
+        def each(event: ConntrackEvent) -> None:
             with self._lock:
                 self._ready.extend(self._assembler.conntrack(event))
 
+        self._read("conntrack", self._conntrack, each)
+
     def _read_nflog(self) -> None:
-        for record in self._nflog:
+        def each(record: NflogRecord) -> None:
             with self._lock:
                 self._assembler.denied(record)
+
+        self._read("NFLOG", self._nflog, each)
+
+    def _read(self, what: str, reader: Iterable[T], each: Callable[[T], None]) -> None:
+        """Iterate ``reader`` until ``stop``; a failed read (a snapshot the kernel refused,
+        say) is logged and reading starts again a second later: flows are never left
+        unrecorded because one read went wrong."""
+        while not self._stopping.is_set():
+            try:
+                for item in reader:
+                    each(item)
+                return  # closed by ``stop``
+            except OSError as exc:
+                log.error("%s read failed, reading again in 1 s: %s", what, exc)
+                self._stopping.wait(1.0)
 
     def _spool_loop(self) -> None:
         while not self._stopping.wait(self._flush_s):
