@@ -352,8 +352,8 @@ def _nest(kind: int, *children: bytes) -> bytes:
 
 
 def _destroy_message() -> bytes:
-    """A DESTROY laid out as this kernel sends one: 10.0.0.1:40000 → 10.0.0.2:80/tcp, mark 0x00070003,
-    3 packets / 180 bytes out, 2 / 120 back, started at 1 s and stopped at 3 s (ns)."""
+    """A DESTROY laid out as this kernel sends one: 10.0.0.1:40000 → 10.0.0.2:80/tcp, mark
+    0x00070003, 3 packets / 180 bytes out, 2 / 120 back, started at 1 s, stopped at 3 s."""
     attrs = b"".join(
         (
             _nest(

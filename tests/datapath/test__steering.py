@@ -15,15 +15,27 @@ from tagwall.compiler import (
     program_from_wire,
     program_to_wire,
 )
-from tagwall.datapath._nft_render import layout_for, render_load, render_update
+from tagwall.datapath import NftDatapath
+from tagwall.datapath._nft_render import layout_for, render_health, render_load, render_update
 from tagwall.datapath._steering import (
+    MAX_MEMBERS,
     TRANSPARENT_NEXT_HOP,
     Port,
+    Steering,
     steered_paths,
     steering_for,
 )
 from tagwall.errors import DatapathError
-from tagwall.model import InterfaceRole, Ref, ServiceTemplateMode, load, parse_documents
+from tagwall.model import (
+    HealthCheck,
+    HealthCheckType,
+    InterfaceRole,
+    Ref,
+    ServiceTemplateMode,
+    WhenAllDown,
+    load,
+    parse_documents,
+)
 
 BASE = """\
 apiVersion: tagwall/v1
@@ -135,33 +147,36 @@ def test_audit_rules_and_other_actions_steer_nothing() -> None:
 
 
 def test_a_chain_of_two_is_walked_in_order_and_back_in_reverse() -> None:
-    """Original direction: into fw-1 by its left, from fw-1's right into ids-1's left, from
-    ids-1's right delivered; replies: into ids-1 by its right, from its left into fw-1's
-    right, from fw-1's left delivered."""
+    """Original direction: into fw-1 by its left, from fw-1's right on into ids-1's left,
+    from ids-1's right delivered; replies: into ids-1 by its right, from its left on into
+    fw-1's right, from fw-1's left delivered."""
     steering = steering_for(_program(CHAIN), PORTS, None)
     (bit,) = steering.paths.values()
-    hop = {
-        (str(i), side): steering.hop_mark(i, side)
-        for i in (Ref("fw-1"), Ref("ids-1"))
-        for side in InterfaceRole
-    }
-    back = 0x73800000
+    fw, ids = steering.instances().index(Ref("fw-1")), steering.instances().index(Ref("ids-1"))
+    back = "meta mark set 0x73800000 accept"
     lines = steering.lines()
-    assert (
-        f'iifname "tw-fw-1" ct label {bit} ct direction original '
-        f"meta mark set {back | hop[('ids-1', InterfaceRole.LEFT)]:#010x} accept"
-    ) in lines
-    assert (
-        f'iifname "tw-ids-1" ct label {bit} ct direction original meta mark set {back:#010x} accept'
-    ) in lines
-    assert (
-        f'iifname "tw-ids" ct label {bit} ct direction reply '
-        f"meta mark set {back | hop[('fw-1', InterfaceRole.RIGHT)]:#010x} accept"
-    ) in lines
-    assert (
-        f"ct label {bit} ct direction reply meta mark set "
-        f"{hop[('ids-1', InterfaceRole.RIGHT)]:#010x} accept"
-    ) in lines
+    assert f'iifname "tw-fw-1" ct label {bit} ct direction original goto svc_p{bit}_o1' in lines
+    assert f'iifname "tw-ids-1" ct label {bit} ct direction original {back}' in lines
+    assert f'iifname "tw-ids" ct label {bit} ct direction reply goto svc_p{bit}_r0' in lines
+    assert f'iifname "tw-fw" ct label {bit} ct direction reply {back}' in lines
+    assert f"ct label {bit} ct direction original goto svc_p{bit}_o0" in lines
+    assert f"ct label {bit} ct direction reply goto svc_p{bit}_r1" in lines
+    chains = dict(steering.chains())
+    # Entering: mark 0 (the forward chains evaluate it); back from a service: BACK_FLAG.
+    assert chains[f"svc_p{bit}_o0"] == [
+        "meta mark set 0x00000000",
+        f"jump svc_i{fw}_l",
+        f"jump svc_i{ids}_l",
+        "accept",
+    ]
+    assert chains[f"svc_p{bit}_o1"] == ["meta mark set 0x73800000", f"jump svc_i{ids}_l", "accept"]
+    assert chains[f"svc_p{bit}_r1"] == [
+        "meta mark set 0x00000000",
+        f"jump svc_i{ids}_r",
+        f"jump svc_i{fw}_r",
+        "accept",
+    ]
+    assert chains[f"svc_p{bit}_r0"] == ["meta mark set 0x73800000", f"jump svc_i{fw}_r", "accept"]
     # Packets coming back from a service are matched before those entering the path.
     first_entry = next(i for i, line in enumerate(lines) if line.startswith("ct label"))
     assert all(line.startswith("iifname") for line in lines[:first_entry])
@@ -182,7 +197,7 @@ def test_hops_route_to_the_service_address_or_across_the_bridge() -> None:
 
 
 def test_ids_stay_when_the_program_changes() -> None:
-    """A flow pinned by its label bit keeps its path across updates."""
+    """A flow pinned by its label bits keeps its path and member across updates."""
     both = CHAIN + (
         "- {name: c, from: {tags: tier=app}, to: {any: true}, action: redirect, via: [ids-1]}\n"
     )
@@ -190,12 +205,11 @@ def test_ids_stay_when_the_program_changes() -> None:
     only_c = steering_for(
         _program(both.replace("via: [fw-1, ids-1]", "via: [far-1]")), PORTS, first
     )
-    path = (Ref("ids-1"),)
+    path, member = (Ref("ids-1"),), (Ref("ids-1"), "ids")
     assert only_c.paths[path] == first.paths[path]
-    assert (
-        only_c.hop_ids[(Ref("ids-1"), InterfaceRole.LEFT)]
-        == first.hop_ids[(Ref("ids-1"), InterfaceRole.LEFT)]
-    )
+    assert only_c.slots[member] == first.slots[member]
+    key = (member, InterfaceRole.LEFT)
+    assert only_c.hop_ids[key] == first.hop_ids[key]
 
 
 def test_a_missing_port_is_refused_naming_the_alias() -> None:
@@ -253,3 +267,251 @@ def test_an_update_that_keeps_the_steering_rewrites_the_classify_copies_too() ->
     assert "flush chain inet tagwall c_egress_admin" in script
     copy = [line for line in script.splitlines() if line.startswith("add rule inet tagwall c_")]
     assert any("th dport 81" in line and line.endswith("goto c_ingress") for line in copy)
+
+
+# -- scale-out and health ------------------------------------------------------------------
+
+POOL = (
+    "".join(
+        f"""\
+---
+apiVersion: tagwall/v1
+kind: Workload
+metadata: {{name: p{n}}}
+spec:
+  host: h1
+  interfaces: [{{name: left, ips: [10.8.0.{n}], role: left}},
+               {{name: right, ips: [10.8.1.{n}], role: right}}]
+"""
+        for n in (1, 2, 3)
+    )
+    + """\
+---
+apiVersion: tagwall/v1
+kind: ServiceTemplate
+metadata: {name: pooled}
+spec:
+  mode: in-network
+  healthCheck: {type: tcp, port: 8080, intervalS: 0.5, timeoutS: 0.25, failures: 2}
+  whenAllDown: WHEN
+---
+apiVersion: tagwall/v1
+kind: ServiceInstance
+metadata: {name: pool-1}
+spec: {template: pooled, workloads: [p1, p2, p3]}
+"""
+)
+POOL_PORTS = {
+    **PORTS,
+    **{
+        (f"p{n}", side): Port(f"tw-p{n}{'-1' if side == 'right' else ''}", f"02:00:00:00:01:{n}{i}")
+        for n in (1, 2, 3)
+        for i, side in enumerate(("left", "right"))
+    },
+}
+SCALED = (
+    "- {name: a, from: {tags: tier=web}, to: {tags: tier=app}, action: redirect,"
+    " via: [pool-1, ids-1]}\n"
+)
+
+
+def _pool_program(when: str = "fail-open") -> Program:
+    policy = (
+        "---\napiVersion: tagwall/v1\nkind: FirewallPolicy\nmetadata: {name: p}\nspec:\n"
+        "  rules:\n" + textwrap.indent(SCALED, "  ")
+    )
+    config = load(parse_documents(BASE + POOL.replace("WHEN", when) + policy, "t.yaml"))
+    return compile_program(config, "h1")
+
+
+def test_the_program_lists_every_local_workload_of_a_scaled_out_instance() -> None:
+    """One entry per (instance, local workload), with the template's check and whenAllDown;
+    the list survives the wire."""
+    program = _pool_program("fail-closed")
+    pool = [s for s in program.services if s.instance == Ref("pool-1")]
+    assert [s.workload for s in pool] == ["p1", "p2", "p3"]
+    assert {(s.when_all_down, s.health_check) for s in pool} == {
+        (WhenAllDown.FAIL_CLOSED, HealthCheck(HealthCheckType.TCP, "/", 8080, 0.5, 0.25, 2))
+    }
+    assert program_from_wire(program_to_wire(program)) == program
+
+
+def _instance_chains(steering: Steering, instance: str) -> dict[str, list[str]]:
+    n = steering.instances().index(Ref(instance))
+    return {k: v for k, v in steering.chains() if k.startswith(f"svc_i{n}_")}
+
+
+def test_new_flows_hash_over_the_healthy_members_and_pinned_ones_stay() -> None:
+    """Each member's pinned flows go to its keep chain first; a new flow (or one whose member
+    left) is pinned by a symmetric hash over the healthy members, the same for both sides."""
+    steering = steering_for(_pool_program(), POOL_PORTS, None)
+    slots = [steering.slots[(Ref("pool-1"), f"p{n}")] for n in (1, 2, 3)]
+    chains = _instance_chains(steering, "pool-1")
+    assert sorted(chains) == [f"svc_i{steering.instances().index(Ref('pool-1'))}_{s}" for s in "lr"]
+    for side, lines in zip("lr", chains.values(), strict=False):
+        assert lines[:3] == [f"ct label {32 + 2 * s} jump svc_keep_{s}_{side}" for s in slots]
+        buckets = ", ".join(f"{n} : goto svc_pin_{s}_{side}" for n, s in enumerate(slots))
+        assert lines[3:] == [f"symhash mod 3 vmap {{ {buckets} }}"]
+    keep = dict(steering.chains())[f"svc_keep_{slots[0]}_l"]
+    assert keep[0] == f"ct label {33 + 2 * slots[0]} return"  # the flow left it once
+    assert keep[1].startswith(f'counter name "svc_{slots[0]}_packets" meta mark set meta mark or')
+
+
+def test_a_down_member_leaves_the_hash_and_its_flows_leave_it() -> None:
+    steering = steering_for(_pool_program(), POOL_PORTS, None, down={"p2", "not-a-service"})
+    assert steering.down == {"p2"}
+    p2 = steering.slots[(Ref("pool-1"), "p2")]
+    (left, _) = _instance_chains(steering, "pool-1").values()
+    assert left[-1].startswith("symhash mod 2 vmap") and f"svc_pin_{p2}_l" not in left[-1]
+    assert dict(steering.chains())[f"svc_keep_{p2}_l"] == [
+        f"ct label {33 + 2 * p2} return",
+        f"ct label set {33 + 2 * p2}",  # and back to the instance chain: pinned anew
+    ]
+
+
+@pytest.mark.parametrize(("when", "end"), [("fail-open", None), ("fail-closed", "drop")])
+def test_all_members_down_bypass_or_drop_as_the_template_says(when: str, end: str | None) -> None:
+    """fail-open: the instance chain ends without a verdict, so the path chain goes on to
+    the next instance (or delivers); fail-closed: it drops."""
+    steering = steering_for(_pool_program(when), POOL_PORTS, None, down={"p1", "p2", "p3"})
+    for lines in _instance_chains(steering, "pool-1").values():
+        assert not any("symhash" in line for line in lines)
+        assert (lines[-1] if lines[-1] == "drop" else None) == end
+
+
+def test_a_health_change_rewrites_only_that_instances_chains() -> None:
+    """One transaction of flushed and refilled chains: the keep and instance chains of pool-1;
+    nothing of ids-1, no table replaced, the named counters untouched."""
+    program = _pool_program()
+    steering = steering_for(program, POOL_PORTS, None)
+    layout = layout_for(program, "tagwall", None, steering)
+    loaded = render_load(program, layout, {"svc_0_packets": (7, 700)})
+    assert "counter svc_0_packets { packets 7 bytes 700; }" in loaded
+    assert "counter svc_1_flows { packets 0 bytes 0; }" in loaded
+    script = render_health(layout, steering.with_down({"p3"}))
+    pool = steering.instances().index(Ref("pool-1"))
+    flushed = {line.split()[-1] for line in script.splitlines() if line.startswith("flush")}
+    keeps = {
+        f"svc_keep_{steering.slots[(Ref('pool-1'), f'p{n}')]}_{s}" for n in (1, 2, 3) for s in "lr"
+    }
+    assert flushed == {f"svc_i{pool}_l", f"svc_i{pool}_r", *keeps}
+    assert "delete" not in script and "counter svc" not in script
+    assert render_health(layout, steering.with_down({"ids-gone"})) == ""
+
+
+def test_the_label_holds_at_most_48_members() -> None:
+    """Two label bits per member after 32 path bits: a 49th member is refused."""
+    n = MAX_MEMBERS + 1
+    workloads = "".join(
+        f"---\napiVersion: tagwall/v1\nkind: Workload\nmetadata: {{name: q{i}}}\nspec:\n"
+        f"  host: h1\n  interfaces: [{{name: l, ips: [10.7.0.{i}], role: left}},"
+        f" {{name: r, ips: [10.7.1.{i}], role: right}}]\n"
+        for i in range(1, n + 1)
+    )
+    names = ", ".join(f"q{i}" for i in range(1, n + 1))
+    rest = (
+        "---\napiVersion: tagwall/v1\nkind: ServiceInstance\nmetadata: {name: big}\n"
+        f"spec: {{template: routed, workloads: [{names}]}}\n"
+        "---\napiVersion: tagwall/v1\nkind: FirewallPolicy\nmetadata: {name: p}\n"
+        "spec: {rules: [{name: a, from: {any: true}, to: {any: true}, action: redirect,"
+        " via: [big]}]}\n"
+    )
+    program = compile_program(load(parse_documents(BASE + workloads + rest, "t.yaml")), "h1")
+    ports = {
+        (f"q{i}", side): Port(f"tw-q{i}{side}", "02:00:00:00:00:00")
+        for i in range(1, n + 1)
+        for side in "lr"
+    }
+    with pytest.raises(DatapathError, match="at most 48 service workloads"):
+        steering_for(program, ports, None)
+
+
+# -- NftDatapath: health over a recording nft (the kernel's side is the privileged lab test) --
+
+
+class _RecordingNft:
+    """Stands in for libnftables: records scripts, refuses when told, lists no counters."""
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+        self.refuse = False
+
+    def run(self, script: str, *, operation: str, json: bool = False) -> str:
+        if script.startswith("list counters"):
+            return '{"nftables": []}'
+        if self.refuse:
+            raise DatapathError(f"{operation}: refused")
+        self.scripts.append(script)
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> tuple[NftDatapath, _RecordingNft]:
+    from tagwall.datapath import _routing
+
+    monkeypatch.setattr(_routing, "find_ports", lambda netns: POOL_PORTS)
+    monkeypatch.setattr(_routing, "sync", lambda netns, hops: None)
+    dp = NftDatapath()
+    nft = _RecordingNft()
+    dp._ctx = nft  # type: ignore[assignment]  # the recording stand-in
+    dp.load(_pool_program())
+    return dp, nft
+
+
+def test_set_service_health_is_one_transaction_idempotent_and_kept_when_refused(
+    recorded: tuple[NftDatapath, _RecordingNft],
+) -> None:
+    dp, nft = recorded
+    loaded = len(nft.scripts)
+    dp.set_service_health({"p2"})
+    assert len(nft.scripts) == loaded + 1 and "svc_keep" in nft.scripts[-1]
+    dp.set_service_health(["p2"])  # the same: nothing to do
+    assert len(nft.scripts) == loaded + 1
+    nft.refuse = True
+    with pytest.raises(DatapathError, match="refused"):
+        dp.set_service_health({"p1", "p2"})
+    nft.refuse = False
+    health = {(s.workload, s.healthy) for s in dp.service_status() if s.instance == "pool-1"}
+    assert health == {("p1", True), ("p2", False), ("p3", True)}
+    dp.set_service_health({"p1", "p2"})  # the refused change, again: applied now
+    assert "symhash mod 1" in nft.scripts[-1]
+
+
+def test_the_down_set_survives_a_new_program(
+    recorded: tuple[NftDatapath, _RecordingNft],
+) -> None:
+    """Health set before a program (or before the instance is steered) is applied by the
+    next load."""
+    dp, nft = recorded
+    dp.set_service_health({"p1", "p2", "p3"})
+    dp.load(_pool_program("fail-closed"))
+    assert (
+        "drop"
+        in dict(_svc_chains(nft.scripts[-1]))[f"svc_i{dp_instances(dp).index(Ref('pool-1'))}_l"]
+    )
+
+
+def dp_instances(dp: NftDatapath) -> list[Ref]:
+    layout = dp._layout
+    assert layout is not None
+    return layout.steering.instances()
+
+
+def _svc_chains(script: str) -> list[tuple[str, str]]:
+    """(chain name, its body) of the ``svc_`` chains of a load script."""
+    out: list[tuple[str, str]] = []
+    name: str | None = None
+    body: list[str] = []
+    for line in script.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("chain svc_"):
+            name, body = stripped.split()[1], []
+        elif name is not None and stripped == "}":
+            out.append((name, "\n".join(body)))
+            name = None
+        elif name is not None:
+            body.append(stripped)
+    return out

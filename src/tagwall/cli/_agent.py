@@ -23,7 +23,7 @@ import typer
 from ._common import err, fail
 
 if TYPE_CHECKING:
-    from ..agent import Agent
+    from ..agent import Agent, HealthMonitor, StatusReporter
     from ..agent.recorder import FlowRecorder
 
 __all__ = ["agent"]
@@ -109,7 +109,7 @@ def agent(
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.root.level))
     # One line per shipped batch of flow reports is noise; failures are logged by the shipper.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
-    from ..agent import Agent, ProgramState
+    from ..agent import Agent, HealthMonitor, ProgramState, StatusReporter
 
     if cleanup:
         _cleanup(netns, state_dir if state_dir else (Path("var/agent") / host if host else None))
@@ -150,7 +150,10 @@ def agent(
             snapshot_interval_s=flow_snapshot_s,
             spool_bytes=flow_spool_mb * 1024 * 1024,
         )
-    asyncio.run(_run(runner, recorder))
+    # Health checks of the local service workloads steer around the failed ones (nftables).
+    health = HealthMonitor(nft, netns) if nft is not None else None
+    status = StatusReporter(host, urls, nft) if nft is not None else None
+    asyncio.run(_run(runner, recorder, health, status))
 
 
 def _recorder(*args: Any, **kwargs: Any) -> FlowRecorder:
@@ -159,8 +162,14 @@ def _recorder(*args: Any, **kwargs: Any) -> FlowRecorder:
     return FlowRecorder(*args, **kwargs)
 
 
-async def _run(runner: Agent, make_recorder: Callable[[], FlowRecorder] | None) -> None:
+async def _run(
+    runner: Agent,
+    make_recorder: Callable[[], FlowRecorder] | None,
+    health: HealthMonitor | None = None,
+    status: StatusReporter | None = None,
+) -> None:
     task = asyncio.create_task(runner.run())
+    checks = asyncio.create_task(health.run()) if health is not None else None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Fail-static: stopping the agent leaves the data path exactly as it is.
@@ -168,14 +177,20 @@ async def _run(runner: Agent, make_recorder: Callable[[], FlowRecorder] | None) 
     # Made only now: a stop signal from here on ends the recorder cleanly (its reports
     # spooled, its open flows' state written).
     recorder = make_recorder() if make_recorder is not None else None
-    if recorder is not None:
-        recorder.start()
+    for started in (recorder, status):
+        if started is not None:
+            started.start()
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     finally:
-        if recorder is not None:
-            recorder.stop()
+        for stopped in (recorder, status):
+            if stopped is not None:
+                stopped.stop()
+        if checks is not None:
+            checks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checks
 
 
 def _cleanup(netns: str | None, state_dir: Path | None) -> None:

@@ -318,8 +318,8 @@ class Compiler:
         return state
 
     def _local_services(self, state: _Host) -> tuple[LocalService, ...]:
-        """The instances that enforced redirect rules of the host's blocks name and that have
-        a workload on the host (the first one listed: no scale-out yet); validation
+        """Every local workload of the instances that enforced redirect rules of the host's
+        blocks name, in the order the instance lists them (several: scale-out); validation
         guarantees each workload of an instance has a left and a right interface."""
         cfg = self.config
         named = {
@@ -333,21 +333,25 @@ class Compiler:
         out: list[LocalService] = []
         for ref in sorted(named & cfg.service_instances.keys(), key=str):
             instance = cfg.service_instances[ref]
-            local = [n for n in instance.workloads if n in state.local]
-            if not local:
-                continue
-            w = cfg.workloads[local[0]]
-            sides = {
-                itf.role: LocalInterface(w.name, itf.name, itf.ips)
-                for itf in w.interfaces
-                if itf.role is not None
-            }
-            mode = cfg.service_templates[instance.template].mode
-            out.append(
-                LocalService(
-                    ref, mode, w.name, sides[InterfaceRole.LEFT], sides[InterfaceRole.RIGHT]
+            template = cfg.service_templates[instance.template]
+            for name in (n for n in instance.workloads if n in state.local):
+                w = cfg.workloads[name]
+                sides = {
+                    itf.role: LocalInterface(w.name, itf.name, itf.ips)
+                    for itf in w.interfaces
+                    if itf.role is not None
+                }
+                out.append(
+                    LocalService(
+                        ref,
+                        template.mode,
+                        w.name,
+                        sides[InterfaceRole.LEFT],
+                        sides[InterfaceRole.RIGHT],
+                        template.health_check,
+                        template.when_all_down,
+                    )
                 )
-            )
         return tuple(out)
 
     def _index_host(self, host: str, state: _Host, *, add: bool) -> None:

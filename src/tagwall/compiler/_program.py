@@ -15,8 +15,9 @@ skipped for the enforced verdict, and ``isolated_shadow`` replaces ``isolated`` 
 one.  Then the default posture.
 
 Service chains (DESIGN §2): a ``redirect`` rule's ``via`` names ServiceInstances; ``services``
-says, for each instance named by a rule of this host that has a workload on this host, which
-local workload carries its flows and that workload's left and right interfaces.  A data path
+says, for each instance named by a rule of this host, each of its workloads on this host (several:
+scale-out), with their left and right interfaces and the template's health check and
+``whenAllDown``.  A data path
 steers a flow only through instances listed here (docs/steering.md).
 
 Set names are stable and readable (``tags:tier=web``, ``cidr:10.0.0.0/8``, ``aps:shop/apps``);
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 
 from ..model import (
     Action,
+    HealthCheck,
     IPAddress,
     IPNetwork,
     Posture,
@@ -39,6 +41,7 @@ from ..model import (
     ServiceTemplateMode,
     Tier,
     TrafficDirection,
+    WhenAllDown,
 )
 
 __all__ = [
@@ -158,16 +161,18 @@ class LocalInterface:
 
 @dataclass(frozen=True, slots=True)
 class LocalService:
-    """A service instance as one host steers through it: ``workload`` is the first of the
-    instance's workloads that runs on this host (scale-out over several is not compiled yet);
-    ``left`` and ``right`` are its interfaces of those roles (in-network: with addresses;
-    transparent: usually without)."""
+    """One workload of a service instance that runs on this host: ``Program.services`` has one
+    per (instance, local workload), several for a scaled-out instance.  ``left`` and
+    ``right`` are its interfaces of those roles (in-network: with addresses; transparent:
+    usually without); ``health_check`` and ``when_all_down`` are the instance template's."""
 
     instance: Ref
     mode: ServiceTemplateMode
     workload: str
     left: LocalInterface
     right: LocalInterface
+    health_check: HealthCheck | None = None
+    when_all_down: WhenAllDown = WhenAllDown.FAIL_CLOSED
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,7 @@ class Program:
     isolated: Mapping[TrafficDirection, str] = field(default_factory=dict)
     isolated_shadow: Mapping[TrafficDirection, str] = field(default_factory=dict)
     default_posture: Posture = Posture.ALLOW
-    services: tuple[LocalService, ...] = ()  # sorted by instance (str)
+    services: tuple[LocalService, ...] = ()  # sorted by instance (str), then as it lists them
 
     def entries(self) -> int:
         """Size as a data path sees it: set, port-set and map elements plus rules."""
@@ -238,6 +243,7 @@ class Program:
                     "workload": s.workload,
                     "left": s.left.interface,
                     "right": s.right.interface,
+                    "whenAllDown": s.when_all_down.value,
                 }
                 for s in self.services
             ],

@@ -23,6 +23,8 @@ from typing import TypeVar
 from ..errors import Problem, ValidationError
 from ..model import (
     Action,
+    HealthCheck,
+    HealthCheckType,
     IPAddress,
     IPNetwork,
     Json,
@@ -32,6 +34,7 @@ from ..model import (
     ServiceTemplateMode,
     Tier,
     TrafficDirection,
+    WhenAllDown,
 )
 from ._program import (
     AddressSet,
@@ -143,9 +146,22 @@ def _services(items: tuple[LocalService, ...]) -> list[Json]:
             "workload": s.workload,
             "left": _interfaces((s.left,))[0],
             "right": _interfaces((s.right,))[0],
+            "whenAllDown": s.when_all_down.value,
+            **({"healthCheck": _health_check(s.health_check)} if s.health_check else {}),
         }
         for s in items
     ]
+
+
+def _health_check(c: HealthCheck) -> Json:
+    return {
+        "type": c.type.value,
+        "path": c.path,
+        "port": c.port,
+        "intervalS": c.interval_s,
+        "timeoutS": c.timeout_s,
+        "failures": c.failures,
+    }
 
 
 def _directions(m: Mapping[TrafficDirection, str]) -> dict[str, Json]:
@@ -274,6 +290,11 @@ class _Reader:
             raise self.fail("must be an integer")
         return self.value
 
+    def number(self) -> float:
+        if not isinstance(self.value, int | float) or isinstance(self.value, bool):
+            raise self.fail("must be a number")
+        return float(self.value)
+
     def bool_(self) -> bool:
         if not isinstance(self.value, bool):
             raise self.fail("must be true or false")
@@ -391,8 +412,26 @@ def _read_services(r: _Reader | None) -> tuple[LocalService, ...]:
             s.at("workload").str_(),
             _read_interface(s.at("left")),
             _read_interface(s.at("right")),
+            _read_health_check(s.opt("healthCheck")),
+            when.parse(WhenAllDown, "fail-open or fail-closed")
+            if (when := s.opt("whenAllDown")) is not None
+            else WhenAllDown.FAIL_CLOSED,
         )
         for s in (r.items() if r is not None else ())
+    )
+
+
+def _read_health_check(r: _Reader | None) -> HealthCheck | None:
+    if r is None:
+        return None
+    port = r.opt("port")
+    return HealthCheck(
+        r.at("type").parse(HealthCheckType, "icmp, tcp or http"),
+        r.at("path").str_(),
+        port.int_() if port is not None else None,
+        r.at("intervalS").number(),
+        r.at("timeoutS").number(),
+        r.at("failures").int_(),
     )
 
 

@@ -7,7 +7,8 @@ enforces the program with nftables on real packets (``_nft_render.py`` renders i
 kernel says decided a flow (``ct mark`` halves, NFLOG prefixes in group ``LOG_GROUP``) reads
 back to a ``CounterKey`` through ``NftDatapath.decisions``.  ``NftDatapath`` also steers
 the flows of ``redirect`` rules through local service instances (``_steering.py`` says how,
-purely; ``_routing.py`` holds the policy routing it needs, with pyroute2).  Imports
+purely; ``_routing.py`` holds the policy routing it needs, with pyroute2), spreads them over
+an instance's healthy workloads and reports each one's ``ServiceStatus``.  Imports
 ``tagwall.compiler`` and ``tagwall.model``; never the evaluator (the data paths must reach
 their verdicts on their own).
 """
@@ -23,6 +24,8 @@ from ._nft_decisions import (
 )
 from ._nft_render import CounterKey
 from ._sim import SimDatapath, SimDecision, SimNetwork
+from ._steering import Port as ServicePort
+from ._steering import ServiceStatus
 
 __all__ = [
     "DECISION_NONE",
@@ -30,6 +33,8 @@ __all__ = [
     "CounterKey",
     "Datapath",
     "NftDatapath",
+    "ServicePort",
+    "ServiceStatus",
     "SimDatapath",
     "SimDecision",
     "SimNetwork",

@@ -8,10 +8,13 @@ looks like and why is the ``_nft_render`` docstring.
 Service chains (``_steering``) also need policy routing, which nftables cannot hold: the
 routes of the new program are added before its transaction (next to the old ones, which the
 old table still uses), the old ones removed after it; a refused transaction puts the old
-routes back.  ``cleanup`` removes both.
+routes back.  ``cleanup`` removes both.  Service health (``set_service_health``) changes
+only steering chains, in one transaction, and no route: a down member keeps its routes (its
+flows in flight still reach it) but no packet is marked for them.
 
 State: ``_program`` and ``_layout`` describe what the kernel holds; both change only after
 nft accepted the transaction, under ``_lock`` (the agent calls from worker threads).
+``_down`` is the last health the caller set; every program loaded later is rendered with it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from ..compiler import Program, ProgramDelta, apply_delta
@@ -33,11 +38,19 @@ from ._nft_render import (
     layout_for,
     render_cleanup,
     render_closed,
+    render_health,
     render_load,
     render_update,
 )
 from ._nftlib import NftContext
-from ._steering import Steering, steered_paths, steering_for
+from ._steering import (
+    Port,
+    ServiceStatus,
+    Steering,
+    counter_names,
+    steered_paths,
+    steering_for,
+)
 
 __all__ = ["NftDatapath", "cleanup"]
 
@@ -63,6 +76,7 @@ class NftDatapath:
         self._lock = threading.Lock()
         self._program: Program | None = None
         self._layout: Layout | None = None
+        self._down: frozenset[str] = frozenset()
         self._last_script = ""
 
     # -- Datapath ---------------------------------------------------------------------------
@@ -73,7 +87,7 @@ class NftDatapath:
             steering = self._steering(program)
             try:
                 layout = layout_for(program, self.table, self._layout, steering)
-                script = render_load(program, layout)
+                script = render_load(program, layout, self._carried(steering))
             except KeyError as exc:
                 raise _unknown_name(what, exc) from exc
             self._apply(script, what, steering)
@@ -93,7 +107,8 @@ class NftDatapath:
                 raise _unknown_name(what, exc) from exc
             steering = self._steering(new)
             try:
-                script, after = render_update(old, new, layout, delta, steering)
+                counts = self._carried(steering) if steering != layout.steering else None
+                script, after = render_update(old, new, layout, delta, steering, counts)
             except KeyError as exc:
                 raise _unknown_name(what, exc) from exc
             if script:
@@ -102,6 +117,87 @@ class NftDatapath:
 
     def program(self) -> Program | None:
         return self._program
+
+    # -- service health ----------------------------------------------------------------------
+
+    def set_service_health(self, down: Collection[str]) -> None:
+        """Make the service workloads named in ``down`` (workload names, unique estate-wide)
+        the ones that are down, and every other one up.  A down member leaves its instance's
+        hash, and flows pinned to it move to a healthy member on their next packet; an
+        instance with none healthy bypasses (fail-open) or drops (fail-closed) its flows, as
+        its template's ``whenAllDown`` says.  Kept for programs loaded later.  One
+        transaction; idempotent; raises ``DatapathError`` (the old health stays) when nft
+        refuses."""
+        wanted = frozenset(down)
+        with self._lock:
+            if wanted == self._down:
+                return
+            layout = self._layout
+            if layout is not None and layout.steers:
+                steering = layout.steering.with_down(wanted)
+                if steering != layout.steering:
+                    script = render_health(layout, steering)
+                    if script:
+                        self._ctx.run(script, operation="changing service health")
+                        self._last_script = script
+                    self._layout = replace(layout, steering=steering)
+            self._down = wanted
+
+    def service_status(self) -> list[ServiceStatus]:
+        """Each service workload of the program in force (by instance, then as the instance
+        lists them): its health and the packets and flows steered into it.  Workloads of
+        instances that this host does not steer through count 0."""
+        with self._lock:
+            program, layout = self._program, self._layout
+            if program is None or layout is None:
+                return []
+            counts = self._counts()
+            out = []
+            for s in program.services:
+                slot = layout.steering.slots.get((s.instance, s.workload))
+                packets, flows = counter_names(slot) if slot is not None else ("", "")
+                out.append(
+                    ServiceStatus(
+                        str(s.instance),
+                        s.workload,
+                        s.workload not in self._down,
+                        counts.get(packets, (0, 0))[0],
+                        counts.get(flows, (0, 0))[0],
+                    )
+                )
+            return out
+
+    def service_ports(self) -> dict[tuple[str, str], Port]:
+        """(workload, interface) → the host side of it, for every interface named by its
+        alias (``interface_alias``): how the data path, and health checks, find a service's
+        ports."""
+        from ._routing import find_ports
+
+        return find_ports(self.netns)
+
+    def _carried(self, steering: Steering) -> dict[str, tuple[int, int]]:
+        """The counts of the named counters whose slot keeps its member in ``steering`` (a
+        slot freed and given to another member starts from 0).  Caller holds ``_lock``."""
+        if self._layout is None:
+            return {}
+        before = {slot: m for m, slot in self._layout.steering.slots.items()}
+        kept = [s for m, s in steering.slots.items() if before.get(s) == m]
+        counts = self._counts()
+        return {n: counts[n] for s in kept for n in counter_names(s) if n in counts}
+
+    def _counts(self) -> dict[str, tuple[int, int]]:
+        """(packets, bytes) of the steering's named counters in the kernel.  Caller holds
+        ``_lock``."""
+        if self._layout is None or not self._layout.steers:
+            return {}
+        listing = self._ctx.run(
+            f"list counters table inet {self.table}", operation="listing counters", json=True
+        )
+        return {
+            item["counter"]["name"]: (item["counter"]["packets"], item["counter"]["bytes"])
+            for item in json.loads(listing).get("nftables", [])
+            if "counter" in item
+        }
 
     # -- more -------------------------------------------------------------------------------
 
@@ -196,7 +292,7 @@ class NftDatapath:
             return Steering()
         from ._routing import find_ports
 
-        return steering_for(program, find_ports(self.netns), previous)
+        return steering_for(program, find_ports(self.netns), previous, self._down)
 
     def _apply(self, script: str, what: str, steering: Steering) -> None:
         """Run ``script`` with the routes of ``steering`` in place (the module docstring).

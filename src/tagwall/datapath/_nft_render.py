@@ -45,8 +45,10 @@ rules that cannot match it.  A tier chain whose chains would hold more than
 
 Verdicts: allow, redirect → accept (a redirect decides like allow; which flows it steers
 through service instances, and how, is ``_steering``: with a steered path the table also
-holds a prerouting chain ``steer``, ``c_``-prefixed classify copies of the tier chains, and
-an accept of packets back from a service first in each forward chain); deny → drop; reject →
+holds a prerouting chain ``steer``, the ``svc_`` chains and named counters of the service
+workloads, ``c_``-prefixed classify copies of the tier chains, and an accept of packets back
+from a service first in each forward chain; ``render_health`` rewrites the ``svc_`` chains
+that a health change touches); deny → drop; reject →
 goto refuse; pass → return.  Each allow/deny/reject (and the isolation drop and the default
 posture) also reports which rule decided: ``ct mark`` for allowed flows, NFLOG for dropped
 packets (``_nft_decisions.py``; ``Layout.decisions`` holds the ids).  Audit rules are not
@@ -165,6 +167,7 @@ __all__ = [
     "layout_for",
     "render_cleanup",
     "render_closed",
+    "render_health",
     "render_load",
     "render_update",
 ]
@@ -813,7 +816,8 @@ def _steering_chains(program: Program, layout: Layout, memo: _Memo) -> list[tupl
     ``steer`` (the ``_steering`` docstring), in an order nft accepts (a chain before any
     rule that names it)."""
     style = _Style(layout.steering)
-    out: list[tuple[str, list[str]]] = [("c_ingress", [])]  # filled last: it names c_ingress_eval
+    out = layout.steering.chains()
+    out.append(("c_ingress", []))  # filled last: it names c_ingress_eval
     for d in TrafficDirection:
         for tier in Tier:
             out += _tier_chains(program, layout, d, tier, memo, style)
@@ -851,12 +855,19 @@ def _chain(name: str, lines: list[str]) -> list[str]:
     return [f"  chain {name} {{", *(f"    {line}" for line in lines), "  }"]
 
 
-def render_load(program: Program, layout: Layout) -> str:
-    """One transaction that replaces table ``layout.table`` with ``program``."""
+def render_load(
+    program: Program, layout: Layout, counts: Mapping[str, tuple[int, int]] | None = None
+) -> str:
+    """One transaction that replaces table ``layout.table`` with ``program``.  ``counts``:
+    (packets, bytes) of named counters to carry over (the steering's, whose members stay)."""
     _check_unique([*program.sets, *program.port_sets, *program.tag_maps])
     fams = sorted(layout.families)
     memo: _Memo = {}
     out = [*_replace_table(layout.table), f"table inet {layout.table} {{"]
+    if layout.steers:
+        for name in layout.steering.counters():
+            packets, nbytes = (counts or {}).get(name, (0, 0))
+            out.append(f"  counter {name} {{ packets {packets} bytes {nbytes}; }}")
     for kind, name, parts in _decls(program, layout):
         out += _chain(name, parts) if kind == "chain" else [f"  {_declared((kind, name, parts))}"]
     out.append(f"  chain refuse {{ {'; '.join(_REFUSE)}; }}")
@@ -872,6 +883,22 @@ def render_load(program: Program, layout: Layout) -> str:
             out += _chain(name, lines)
     out.append("}")
     return "\n".join(out) + "\n"
+
+
+def render_health(layout: Layout, steering: Steering) -> str:
+    """One transaction that turns the steering chains of ``layout`` into those of
+    ``steering``, which differs from it in ``down`` only: the keep and instance chains of the
+    instances with a member whose health changed are flushed and refilled (named counters and
+    every other chain stay).  Empty: nothing to do."""
+    if not layout.steers:
+        return ""
+    before = layout.steering
+    changed = {m[0] for m in steering.slots if before.healthy(m) != steering.healthy(m)}
+    ordered = [i for i in steering.instances() if i in changed]
+    script: list[str] = []
+    for name, lines in steering.instance_chains(ordered):
+        script += _refill(layout.table, name, lines)
+    return "\n".join(script) + "\n" if script else ""
 
 
 def render_closed(table: str, workload_interfaces: str) -> str:
@@ -957,6 +984,7 @@ def render_update(
     layout: Layout,
     delta: ProgramDelta | None = None,
     steering: Steering | None = None,
+    counts: Mapping[str, tuple[int, int]] | None = None,
 ) -> tuple[str, Layout]:
     """The smallest single transaction that turns table contents rendered from ``old`` into
     ``new``, and the layout after it (order: ``_Script``).  ``delta`` (the one that made
@@ -965,7 +993,8 @@ def render_update(
 
     Element changes never touch a chain; a tier chain is rewritten only when its blocks
     changed or a set it names changed shape (``_reshaped``).  A change of address families,
-    or of ``steering`` (the new program's; None: ``layout``'s), replaces the whole table.
+    or of ``steering`` (the new program's; None: ``layout``'s), replaces the whole table,
+    with the named counters of ``counts`` carried over (``render_load``).
     """
     if delta is None:
         delta = diff_programs(old, new)
@@ -976,7 +1005,7 @@ def render_update(
     after = Layout(layout.table, layout.families, ids, decisions, steering)
     if _families(new) != layout.families or steering != layout.steering:
         full = layout_for(new, layout.table, after, steering)
-        return render_load(new, full), full
+        return render_load(new, full, counts), full
     added = [
         *(n for n in delta.new_sets if n not in old.sets and n in new.sets),
         *(n for n in delta.new_port_sets if n not in old.port_sets and n in new.port_sets),

@@ -1,57 +1,91 @@
-"""Service chains in the nftables data path: which flows go through which service instance,
+"""Service chains in the nftables data path: which flows go through which service workload,
 and the marks, labels and routes that take them there (DESIGN §2 "Service chains", §4
 "Redirect"; docs/steering.md is the user's view).  Pure: ``_nft_render`` writes the nft side,
 ``_routing`` applies the routes.
 
 A **path** is the ``via`` of an enforced ``redirect`` rule of this host's program whose every
 instance has a workload on this host (``Program.services``); a redirect rule whose path is not
-local allows without steering.  Each path gets a ``ct label`` bit (0-127): set on a flow's
-first packet, it pins the flow (both directions) to the path for the flow's life.  ``ct mark``
-is not touched: it holds the decision ids (``_nft_decisions``).
+local allows without steering.  A **member** is one (instance, workload) of a path's
+instances on this host; an instance with several is scaled out.
 
-A **hop** is one way into a service: (instance, side entered).  Hop ``n`` is the packet mark
+``ct label`` (128 bits; ``ct mark`` holds the decision ids, ``_nft_decisions``) pins a flow,
+both directions, for its life.  Bits are only ever set: nft cannot clear one (``ct label set``
+ORs), so every field below is written once per flow:
+
+* bit ``b`` (0 ≤ b < ``MAX_PATHS`` = 32): the flow's path;
+* bits ``32 + 2s`` (*pinned*) and ``33 + 2s`` (*left*) for member slot ``s`` (0 ≤ s <
+  ``MAX_MEMBERS`` = 48): the flow runs through member s while pinned is set and left is not.
+  A flow whose member goes down gets its left bit and a new pin; it never goes back.
+
+Worked example: a flow of path bit 0 through fw-1 pinned to slot 2 has label bits {0, 36}; when
+slot 2 goes down its next packet sets bit 37 and, say, pins slot 0: {0, 32, 36, 37}.
+
+The new pin is a symmetric hash of the 5-tuple over the instance's healthy members (nft
+``symhash``: the kernel's symmetric flow hash, which orders the two addresses and the two
+ports before hashing, so a packet and its reply hash alike).  It matters when the pin is made
+by whichever direction's packet comes first after a member went down, possibly both at once
+on two CPUs: both land on the same member.
+
+A **hop** is one way into a member: (member, side entered).  Hop ``n`` is the packet mark
 ``STEER_MARK | n``, the policy-routing rule ``fwmark STEER_MARK|n/RULE_MASK lookup
 ROUTE_TABLE_BASE + n`` (priority ``RULE_PRIORITY``) and that table's one route::
 
     in-network:   default via <the service interface's IPv4 address> dev <its host port> onlink
     transparent:  default via TRANSPARENT_NEXT_HOP dev <its host port> onlink, with the permanent
-                  neighbour TRANSPARENT_NEXT_HOP → the MAC of the instance's *other* host port
+                  neighbour TRANSPARENT_NEXT_HOP → the MAC of the member's *other* host port
 
 so a transparent service, which has no address, gets frames addressed to the host's own port
 on the far side of its bridge: they cross it and come back to the host, and the service stays
 invisible at L3.  Worked example: hop 2 = mark ``0x73000002``, table ``0x74770002``.
 
 Marks are set in the prerouting hook (chain ``steer``, before routing) and live only in this
-namespace (a veth crossing namespaces clears them).  For a flow of path p through instances
-I1…Ik (host ports Lj, Rj), ``steer`` says, in order:
+namespace (a veth crossing namespaces clears them).  Chains (``chains``), for a path of bit b
+through instances I0…Ik-1:
 
-* back from a service, original direction on Rj: into I(j+1) by its left, or (j = k) deliver;
-  reply direction on Lj: into I(j-1) by its right, or (j = 1) deliver; any other packet of p
-  on one of p's ports: deliver.  "Deliver" is ``BACK_FLAG`` alone: the main table routes it,
-  and the forward chains accept packets with ``BACK_FLAG`` without evaluating them again
-  (they were evaluated on their way in);
-* entering anywhere else: original direction into I1 by its left; replies into Ik by its right
-  (symmetric: replies take the instances in reverse order);
-* a new flow without a label: ``classify``, the policy walk of the forward chains again with
-  other verdicts (``_nft_render``): the first rule that decides at the source's egress decides,
-  and if it is not a steered redirect, the destination's ingress walk; a steered redirect sets
-  the path's label and the first hop's mark.  So a flow is steered by the rule that decides it,
-  exactly as the forward chains decide it (redirect decides like allow), IPv4 only.
+* ``svc_i<n>_l`` / ``_r`` (instance n entered by its left / right): for each member, pinned →
+  ``svc_keep_<s>_<side>``; then the pin of a flow that has no live one: ``symhash mod H`` over
+  the H healthy members → ``svc_pin_<s>_<side>``; with none healthy, the template's
+  ``whenAllDown``: fail-open returns (the caller goes on to the next instance: the instance
+  is bypassed), fail-closed drops;
+* ``svc_keep_<s>_<side>``: left set → return; member healthy → its hop; member down → set left
+  and return (the instance chain pins anew);
+* ``svc_pin_<s>_<side>``: set pinned, count a flow, its hop;
+* ``svc_p<b>_o<j>`` / ``svc_p<b>_r<j>``: the original (reply) direction from instance j on
+  (down to 0): the base mark, each instance chain in order, and ``accept`` — deliver, when
+  every instance left was bypassed.  The base mark is 0 where the packet enters the path
+  (the forward chains evaluate it) and ``STEER_MARK | BACK_FLAG`` where it comes back from a
+  service (they accept it: it was evaluated on its way in); a hop ORs its id into it.
+
+``steer`` says, in order: back from a service, original direction on a right port of Ij: on to
+``svc_p<b>_o<j+1>`` (j = k-1: deliver); reply direction on a left port of Ij: on to
+``svc_p<b>_r<j-1>`` (j = 0: deliver); any other packet of the path on one of its ports:
+deliver; entering anywhere else: ``svc_p<b>_o0``, replies ``svc_p<b>_r<k-1>`` (symmetric:
+replies take the instances in reverse order); a new flow without a label: ``classify``, the
+policy walk of the forward chains again with other verdicts (``_nft_render``): the first rule
+that decides at the source's egress decides, and if it is not a steered redirect, the
+destination's ingress walk; a steered redirect sets the path bit and goes to ``svc_p<b>_o0``.
+So a flow is steered by the rule that decides it, exactly as the forward chains decide it
+(redirect decides like allow), IPv4 only.
+
+Counters: per member slot the named counters ``svc_<s>_packets`` (packets sent into it: hops of
+``svc_keep`` and ``svc_pin``) and ``svc_<s>_flows`` (pins made); named, so a health change,
+which rewrites rules, keeps them.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from ..compiler import LocalService, Program
 from ..errors import DatapathError
-from ..model import Action, InterfaceRole, Ref, ServiceTemplateMode
+from ..model import Action, InterfaceRole, Ref, ServiceTemplateMode, WhenAllDown
 
 __all__ = [
     "BACK_FLAG",
+    "MAX_MEMBERS",
     "MAX_PATHS",
     "ROUTE_TABLE_BASE",
     "RULE_MASK",
@@ -59,7 +93,9 @@ __all__ = [
     "STEER_MARK",
     "TRANSPARENT_NEXT_HOP",
     "Hop",
+    "Member",
     "Port",
+    "ServiceStatus",
     "Steering",
     "interface_alias",
     "steered_paths",
@@ -73,11 +109,15 @@ _MAX_HOP = 0x007FFFFF
 ROUTE_TABLE_BASE = 0x74770000  # "tw": table of hop n = ROUTE_TABLE_BASE + n
 RULE_PRIORITY = 0x7477  # before the main table's 32766
 TRANSPARENT_NEXT_HOP = ipaddress.IPv4Address("169.254.0.116")
-MAX_PATHS = 128  # ct label bits
+MAX_PATHS = 32  # ct label bits 0-31
+MAX_MEMBERS = 48  # ct label bits 32-127, two per member
+_PIN_BASE = MAX_PATHS
+_SIDE = {InterfaceRole.LEFT: "l", InterfaceRole.RIGHT: "r"}
 
 Path = tuple[Ref, ...]
-HopKey = tuple[Ref, InterfaceRole]  # (instance, the side a packet enters it by)
-K = TypeVar("K", Path, HopKey)
+Member = tuple[Ref, str]  # (instance, workload)
+HopKey = tuple[Member, InterfaceRole]  # (member, the side a packet enters it by)
+K = TypeVar("K", Path, Member, HopKey)
 
 
 def interface_alias(workload: str, interface: str) -> str:
@@ -115,67 +155,193 @@ class Hop:
         return ROUTE_TABLE_BASE + self.id
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceStatus:
+    """One service workload of an instance on this host, as ``NftDatapath.service_status``
+    reads it: its health as last set, and its counters since its slot was made (a member
+    that leaves the program and comes back starts again from 0)."""
+
+    instance: str  # the instance's Ref, as str: "shop/fw-1", "fw-1"
+    workload: str
+    healthy: bool
+    packets: int  # packets steered into it, both directions, both sides
+    flows: int  # flows pinned to it (a flow that moved here from a failed member counts)
+
+
+def pinned_bit(slot: int) -> int:
+    return _PIN_BASE + 2 * slot
+
+
+def left_bit(slot: int) -> int:
+    return _PIN_BASE + 2 * slot + 1
+
+
+def counter_names(slot: int) -> tuple[str, str]:
+    """The named counters of member ``slot``: (packets sent into it, flows pinned to it)."""
+    return f"svc_{slot}_packets", f"svc_{slot}_flows"
+
+
 @dataclass(frozen=True)
 class Steering:
-    """What a host steers through.  Invariant: every instance of every path is in
-    ``services`` and has both ports and both hops; ids are unique."""
+    """What a host steers through.  Invariant: every instance of every path has members in
+    ``services``, each with both ports and both hops; ids and slots are unique; ``down``
+    holds only workloads of members."""
 
     paths: Mapping[Path, int] = field(default_factory=dict)  # → ct label bit
+    slots: Mapping[Member, int] = field(default_factory=dict)  # → member slot
     hop_ids: Mapping[HopKey, int] = field(default_factory=dict)
     ports: Mapping[HopKey, Port] = field(default_factory=dict)
-    services: Mapping[Ref, LocalService] = field(default_factory=dict)
+    services: Mapping[Member, LocalService] = field(default_factory=dict)
+    down: frozenset[str] = frozenset()  # workloads whose health checks fail
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def instances(self) -> list[Ref]:
+        """The steered instances; an instance's chains are named by its index here."""
+        return sorted({m[0] for m in self.slots}, key=str)
+
+    def members(self, instance: Ref) -> list[Member]:
+        """The members of ``instance``, in slot order (the order of the hash's buckets)."""
+        return sorted((m for m in self.slots if m[0] == instance), key=self.slots.__getitem__)
+
+    def healthy(self, member: Member) -> bool:
+        return member[1] not in self.down
+
+    def with_down(self, down: Collection[str]) -> Steering:
+        """This steering with the workloads of ``down`` down (others are ignored)."""
+        return replace(self, down=frozenset(down) & {w for _, w in self.slots})
 
     def hops(self) -> list[Hop]:
         """Every route this steering needs, by id."""
         out = []
-        for (instance, side), n in sorted(self.hop_ids.items(), key=lambda kv: kv[1]):
-            service = self.services[instance]
-            port = self.ports[(instance, side)]
+        for (member, side), n in sorted(self.hop_ids.items(), key=lambda kv: kv[1]):
+            service = self.services[member]
+            port = self.ports[(member, side)]
             if service.mode is ServiceTemplateMode.TRANSPARENT:
                 other = InterfaceRole.RIGHT if side is InterfaceRole.LEFT else InterfaceRole.LEFT
-                far = self.ports[(instance, other)].mac
+                far = self.ports[(member, other)].mac
                 out.append(Hop(n, port.name, TRANSPARENT_NEXT_HOP, far))
             else:
                 out.append(Hop(n, port.name, _address(service, side)))
         return out
 
-    def hop_mark(self, instance: Ref, side: InterfaceRole) -> int:
-        return STEER_MARK | self.hop_ids[(instance, side)]
+    # -- nft text ---------------------------------------------------------------------------
+
+    def counters(self) -> list[str]:
+        """The names of every named counter, by slot."""
+        return [n for s in sorted(self.slots.values()) for n in counter_names(s)]
 
     def lines(self) -> list[str]:
         """The rules of chain ``steer`` before ``ct state new jump classify`` (the module
         docstring)."""
         back, entry = [], []
+        deliver = f"meta mark set {STEER_MARK | BACK_FLAG:#010x} accept"
         for path, bit in sorted(self.paths.items(), key=lambda kv: kv[1]):
             label = f"ct label {bit}"
-            ports = [self.ports[(i, side)].name for i in path for side in InterfaceRole]
+            last = len(path) - 1
             for j, instance in enumerate(path):
-                right = self.ports[(instance, InterfaceRole.RIGHT)].name
-                left = self.ports[(instance, InterfaceRole.LEFT)].name
-                onward = self.hop_mark(path[j + 1], InterfaceRole.LEFT) if j + 1 < len(path) else 0
-                back_ = self.hop_mark(path[j - 1], InterfaceRole.RIGHT) if j > 0 else 0
-                back.append(
-                    f'iifname "{right}" {label} ct direction original '
-                    f"meta mark set {STEER_MARK | BACK_FLAG | onward:#010x} accept"
-                )
-                back.append(
-                    f'iifname "{left}" {label} ct direction reply '
-                    f"meta mark set {STEER_MARK | BACK_FLAG | back_:#010x} accept"
-                )
-            names = ", ".join(f'"{p}"' for p in dict.fromkeys(ports))
-            back.append(
-                f"iifname {{ {names} }} {label} meta mark set {STEER_MARK | BACK_FLAG:#010x} accept"
-            )
-            first = self.hop_mark(path[0], InterfaceRole.LEFT)
-            last = self.hop_mark(path[-1], InterfaceRole.RIGHT)
-            entry.append(f"{label} ct direction original meta mark set {first:#010x} accept")
-            entry.append(f"{label} ct direction reply meta mark set {last:#010x} accept")
+                rights = _ifnames(self._ports(instance, InterfaceRole.RIGHT))
+                lefts = _ifnames(self._ports(instance, InterfaceRole.LEFT))
+                onward = f"goto svc_p{bit}_o{j + 1}" if j < last else deliver
+                backward = f"goto svc_p{bit}_r{j - 1}" if j > 0 else deliver
+                back.append(f"iifname {rights} {label} ct direction original {onward}")
+                back.append(f"iifname {lefts} {label} ct direction reply {backward}")
+            ports = [p for i in path for side in InterfaceRole for p in self._ports(i, side)]
+            back.append(f"iifname {_ifnames(ports)} {label} {deliver}")
+            entry.append(f"{label} ct direction original goto svc_p{bit}_o0")
+            entry.append(f"{label} ct direction reply goto svc_p{bit}_r{last}")
         return back + entry
 
     def verdict(self, path: Path) -> str:
         """The classify verdict of a redirect rule through ``path`` (steered)."""
-        first = self.hop_mark(path[0], InterfaceRole.LEFT)
-        return f"ct label set {self.paths[path]} meta mark set {first:#010x} accept"
+        bit = self.paths[path]
+        return f"ct label set {bit} goto svc_p{bit}_o0"
+
+    def chains(self) -> list[tuple[str, list[str]]]:
+        """Every chain the ``steer`` rules reach, each before any chain that names it."""
+        out: list[tuple[str, list[str]]] = []
+        for member, slot in sorted(self.slots.items(), key=lambda kv: kv[1]):
+            for side in InterfaceRole:
+                out.append(self._pin_chain(member, slot, side))
+        out += self.instance_chains(self.instances())
+        index = {i: n for n, i in enumerate(self.instances())}
+        for path, bit in sorted(self.paths.items(), key=lambda kv: kv[1]):
+            last = len(path) - 1
+            for j in range(len(path)):
+                base = 0 if j == 0 else STEER_MARK | BACK_FLAG
+                jumps = [f"jump svc_i{index[i]}_l" for i in path[j:]]
+                out.append((f"svc_p{bit}_o{j}", [f"meta mark set {base:#010x}", *jumps, "accept"]))
+            for j in range(len(path)):
+                base = 0 if j == last else STEER_MARK | BACK_FLAG
+                jumps = [f"jump svc_i{index[i]}_r" for i in reversed(path[: j + 1])]
+                out.append((f"svc_p{bit}_r{j}", [f"meta mark set {base:#010x}", *jumps, "accept"]))
+        return out
+
+    def instance_chains(self, instances: Iterable[Ref]) -> list[tuple[str, list[str]]]:
+        """The chains that health decides: the keep chains of the members of ``instances``,
+        then the instance chains (which name them)."""
+        index = {i: n for n, i in enumerate(self.instances())}
+        keeps: list[tuple[str, list[str]]] = []
+        heads: list[tuple[str, list[str]]] = []
+        for instance in instances:
+            members = self.members(instance)
+            healthy = [m for m in members if self.healthy(m)]
+            when = self.services[members[0]].when_all_down
+            for side in InterfaceRole:
+                lines = []
+                for m in members:
+                    keep = f"svc_keep_{self.slots[m]}_{_SIDE[side]}"
+                    keeps.append((keep, self._keep_lines(m, side)))
+                    lines.append(f"ct label {pinned_bit(self.slots[m])} jump {keep}")
+                if healthy:
+                    buckets = ", ".join(
+                        f"{n} : goto svc_pin_{self.slots[m]}_{_SIDE[side]}"
+                        for n, m in enumerate(healthy)
+                    )
+                    lines.append(f"symhash mod {len(healthy)} vmap {{ {buckets} }}")
+                elif when is WhenAllDown.FAIL_CLOSED:
+                    lines.append("drop")
+                # fail-open: the end of the chain returns, and the caller skips the instance
+                heads.append((f"svc_i{index[instance]}_{_SIDE[side]}", lines))
+        return keeps + heads
+
+    def _keep_lines(self, member: Member, side: InterfaceRole) -> list[str]:
+        slot = self.slots[member]
+        packets, _ = counter_names(slot)
+        out = [f"ct label {left_bit(slot)} return"]
+        if self.healthy(member):
+            out.append(f'counter name "{packets}" {self._to(member, side)}')
+        else:
+            out.append(f"ct label set {left_bit(slot)}")
+        return out
+
+    def _pin_chain(self, member: Member, slot: int, side: InterfaceRole) -> tuple[str, list[str]]:
+        packets, flows = counter_names(slot)
+        to = self._to(member, side)
+        return (
+            f"svc_pin_{slot}_{_SIDE[side]}",
+            [
+                # Pinned already: the flow left this member once and the hash picked it again
+                # (the flow follows the hash until a member it has not left is picked).
+                f'ct label {pinned_bit(slot)} counter name "{packets}" {to}',
+                f'ct label set {pinned_bit(slot)} counter name "{flows}" '
+                f'counter name "{packets}" {to}',
+            ],
+        )
+
+    def _to(self, member: Member, side: InterfaceRole) -> str:
+        hop = STEER_MARK | self.hop_ids[(member, side)]
+        return f"meta mark set meta mark or {hop:#010x} accept"
+
+    def _ports(self, instance: Ref, side: InterfaceRole) -> list[str]:
+        return [self.ports[(m, side)].name for m in self.members(instance)]
+
+
+def _ifnames(names: list[str]) -> str:
+    unique = list(dict.fromkeys(names))
+    if len(unique) == 1:
+        return f'"{unique[0]}"'
+    return "{ " + ", ".join(f'"{n}"' for n in unique) + " }"
 
 
 def _address(service: LocalService, side: InterfaceRole) -> ipaddress.IPv4Address:
@@ -203,7 +369,7 @@ def steered_paths(program: Program) -> set[Path]:
 
 
 def _allocate(
-    previous: Mapping[K, int], wanted: Iterable[K], first: int, last: int
+    previous: Mapping[K, int], wanted: Iterable[K], first: int, last: int, what: str
 ) -> dict[K, int]:
     """Ids for ``wanted``: those of ``previous`` kept, the lowest free ones for the rest."""
     keys = set(wanted)
@@ -213,39 +379,44 @@ def _allocate(
     for key in sorted(keys - ids.keys(), key=repr):
         n = next(free, None)
         if n is None:
-            raise DatapathError(f"a host steers through at most {last - first + 1} paths")
+            raise DatapathError(f"a host steers through at most {last - first + 1} {what}")
         ids[key] = n
     return ids
 
 
 def steering_for(
-    program: Program, ports: Mapping[tuple[str, str], Port], previous: Steering | None
+    program: Program,
+    ports: Mapping[tuple[str, str], Port],
+    previous: Steering | None,
+    down: Collection[str] = (),
 ) -> Steering:
-    """The steering of ``program``; ``ports`` maps (workload, interface) to its host port
-    (``_routing.find_ports``).  Ids of ``previous`` are kept for what stays, so that flows
-    already pinned keep their label bit.  Raises ``DatapathError`` when a service's port is
-    missing or an in-network service has no IPv4 address on a side."""
+    """The steering of ``program`` with the workloads of ``down`` down; ``ports`` maps
+    (workload, interface) to its host port (``_routing.find_ports``).  Ids and slots of
+    ``previous`` are kept for what stays, so that flows already pinned keep their bits.
+    Raises ``DatapathError`` when a member's port is missing, an in-network member has no
+    IPv4 address on a side, or the label runs out of bits."""
     paths = steered_paths(program)
     if not paths:
         return Steering()
-    services = {s.instance: s for s in program.services}
     used = {i for p in paths for i in p}
-    keys = [(i, side) for i in sorted(used, key=str) for side in InterfaceRole]
+    services = {(s.instance, s.workload): s for s in program.services if s.instance in used}
+    keys = [(m, side) for m in sorted(services, key=str) for side in InterfaceRole]
     found: dict[HopKey, Port] = {}
-    for instance, side in keys:
-        s = services[instance]
+    for member, side in keys:
+        s = services[member]
         itf = s.left if side is InterfaceRole.LEFT else s.right
         port = ports.get((s.workload, itf.interface))
         if port is None:
             raise DatapathError(
-                f"service instance {instance}: no interface of this host is the {side.value} "
+                f"service instance {member[0]}: no interface of this host is the {side.value} "
                 f"interface {itf.interface!r} of workload {s.workload!r} (alias "
                 f"{interface_alias(s.workload, itf.interface)!r})"
             )
-        found[(instance, side)] = port
+        found[(member, side)] = port
     before = previous or Steering()
-    bits = _allocate(dict(before.paths), paths, 0, MAX_PATHS - 1)
-    hop_ids = _allocate(dict(before.hop_ids), keys, 1, _MAX_HOP)
-    steering = Steering(bits, hop_ids, found, {i: services[i] for i in used})
+    bits = _allocate(before.paths, paths, 0, MAX_PATHS - 1, "paths")
+    slots = _allocate(before.slots, services, 0, MAX_MEMBERS - 1, "service workloads")
+    hop_ids = _allocate(before.hop_ids, keys, 1, _MAX_HOP, "hops")
+    steering = Steering(bits, slots, hop_ids, found, services).with_down(down)
     steering.hops()  # raises for an in-network side without an IPv4 address
     return steering

@@ -1,16 +1,19 @@
 """IPFIX decoding (RFC 7011) of messages built by hand: templates, options, withdrawal,
-variable-length and enterprise fields, IPv6, per-domain template state, malformed input."""
+variable-length and enterprise fields, IPv6, per-domain template state, malformed input, and
+bursts (a receive buffer's datagrams) decoded as the same messages one by one."""
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tagwall.analytics import Source
-from tagwall.analytics.collectors import DecodeError, IpfixDecoder
+from tagwall.analytics.collectors import Burst, Decoded, DecodeError, IpfixDecoder
 
 from .support import (
     EXPORT_S,
@@ -373,3 +376,109 @@ def test_fuzz_any_template_with_any_data(
         ipfix_set(257, data[:20].ljust(20, b"\xff")),
     )
     decodes_or_rejects(IpfixDecoder(), message)
+
+
+# -- bursts ------------------------------------------------------------------------------------
+
+
+def _typical_data(count: int, first: int = 0, *, domain: int = 1, padding: int = 0) -> bytes:
+    records = map(typical_record, range(first, first + count))
+    return ipfix_message(ipfix_set(256, *records, padding=padding), domain=domain)
+
+
+_TYPICAL_TEMPLATE = ipfix_message(ipfix_set(2, ipfix_template(256, TYPICAL)))
+_V4_TEMPLATE = ipfix_message(ipfix_set(2, ipfix_template(256, V4_FIELDS)))
+_SAMPLING = ipfix_message(
+    ipfix_set(3, ipfix_options_template(300, 1, [(149, 4), (34, 4)])),
+    ipfix_set(300, struct.pack(">II", 1, 10)),
+)
+_WITHDRAW = ipfix_message(ipfix_set(2, struct.pack(">HH", 256, 0)))
+
+
+def _result(decoded: Decoded) -> list[tuple[object, ...]]:
+    """Every batch in order, with its columns in record order (not sorted)."""
+    return [
+        (b.source, b.exporter, b.dropped, b.rules, {n: c.tolist() for n, c in b.columns.items()})
+        for b in decoded.batches
+    ]
+
+
+def _burst_equals_one_by_one(messages: Sequence[bytes], primer: Sequence[bytes] = ()) -> None:
+    by_message, by_burst = IpfixDecoder(), IpfixDecoder()
+    for decoder in (by_message, by_burst):
+        decoder.decode_many(primer, "192.0.2.1", 0)
+    expected = by_message.decode_many(list(messages), "192.0.2.1", 0)
+    got = by_burst.decode_many(Burst.of(messages), "192.0.2.1", 0)
+    assert _result(got) == _result(expected)
+    assert by_burst.statistics() == by_message.statistics()
+
+
+def test_a_burst_decodes_as_its_messages_one_by_one() -> None:
+    """Messages the burst path reads in bulk (one data set of a known fixed template) and
+    the ones it hands to the per-message path, interleaved: templates learnt and redefined
+    mid-burst, sampling options, a withdrawal, another domain, unknown templates, padding,
+    trailing bytes, fewer records than the others, junk."""
+    v4 = ipfix_message(ipfix_set(256, v4_record("10.0.0.1", "10.0.0.2", 1, 53, 2, 100)))
+    other_domain = ipfix_message(ipfix_set(2, ipfix_template(256, TYPICAL)), domain=7)
+    messages = [
+        _typical_data(3),  # before its template: skipped
+        _TYPICAL_TEMPLATE,
+        _typical_data(30),
+        _typical_data(30, 30, padding=5),
+        _typical_data(7, 60) + b"trailing bytes",
+        _typical_data(0),
+        b"junk",
+        _typical_data(30, 90, domain=7),  # that domain's template comes later
+        other_domain,
+        _typical_data(12, 120, domain=7),
+        _SAMPLING,
+        _typical_data(30, 200),  # scaled by 10 from here
+        _V4_TEMPLATE,  # 256 redefined: the next data set is read with the new layout
+        v4,
+        _typical_data(2, 300)[:-9],  # truncated
+        _WITHDRAW,
+        v4,  # its template withdrawn: skipped
+    ]
+    _burst_equals_one_by_one(messages)
+    decoder = IpfixDecoder()
+    decoded = decoder.decode_many(Burst.of(messages), "192.0.2.1", 0)
+    assert [len(b) for b in decoded.batches] == [30 + 30 + 7 + 30, 12, 1]
+    assert decoded.batches[0].columns["packets"][-1] == 10 * (229 % 7 + 1)
+
+
+def test_a_burst_of_datagrams_shorter_than_a_header_is_counted_as_errors() -> None:
+    """The receive buffer of a burst of tiny datagrams is as narrow as they are."""
+    burst = Burst(np.zeros((3, 5), np.uint8), np.arange(3), np.array([0, 3, 5]))
+    decoder = IpfixDecoder()
+    assert decoder.decode_many(burst, "192.0.2.1", 0) == Decoded()
+    assert decoder.statistics().errors == {"ipfix.header: shorter than 16 bytes": 3}
+
+
+def test_a_burst_of_messages_with_different_record_counts_keeps_their_order() -> None:
+    """Records come out message after message, however many each carries."""
+    messages = [_TYPICAL_TEMPLATE] + [_typical_data(n, 100 * n) for n in (31, 1, 17, 31, 0, 5)]
+    _burst_equals_one_by_one(messages)
+    (batch,) = IpfixDecoder().decode_many(Burst.of(messages), "192.0.2.1", 0).batches
+    expected_ports = [
+        40000 + i % 1000 for n in (31, 1, 17, 31, 0, 5) for i in range(100 * n, 101 * n)
+    ]
+    assert batch.columns["src_port"].tolist() == expected_ports
+
+
+_BURSTS = [*_VALID, _typical_data(4), _typical_data(1, domain=2), _V4_TEMPLATE, _WITHDRAW]
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(_BURSTS), mutated(_BURSTS)),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_fuzz_a_burst_decodes_as_its_messages_one_by_one(
+    messages: list[bytes], primed: bool
+) -> None:
+    """Any mix of messages and their mutations, to a fresh decoder or one that knows the
+    data template and a sampling rate."""
+    _burst_equals_one_by_one(messages, [_TYPICAL_TEMPLATE, _SAMPLING] if primed else [])

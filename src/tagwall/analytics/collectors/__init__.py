@@ -8,7 +8,9 @@ store that keeps the batches live elsewhere and call in here.
 Every decoder keeps one contract (see ``_base``): ``decode(packet, exporter, received_ms)``
 returns a :class:`Decoded` or raises :class:`DecodeError`, never another exception, for any
 bytes; ``decode_many`` does the same for many packets of one exporter at a time, in fewer,
-larger batches; ``statistics()`` returns a frozen :class:`DecoderStatistics`.
+larger batches, given as ``bytes`` or as a :class:`Burst` (datagrams in a receive buffer,
+which the IPFIX decoder reads without a Python step per datagram); ``statistics()`` returns
+a frozen :class:`DecoderStatistics`.
 
 :data:`DECODERS` names each protocol's decoder class, :data:`DEFAULT_PORTS` its UDP port:
 ``ipfix`` 4739, ``netflow`` 2055 (v5 and v9 told apart by the version field), ``sflow``
@@ -17,7 +19,7 @@ larger batches; ``statistics()`` returns a frozen :class:`DecoderStatistics`.
 
 from collections.abc import Mapping
 
-from ._base import Decoded, DecodeError, Decoder, DecoderStatistics, SyslogMessage
+from ._base import Burst, Decoded, DecodeError, Decoder, DecoderStatistics, SyslogMessage
 from .ipfix import IpfixDecoder
 from .netflow import Netflow5Decoder, Netflow9Decoder, NetflowDecoder
 from .sflow import SflowDecoder
@@ -26,6 +28,7 @@ from .syslog import SyslogDecoder
 __all__ = [
     "DECODERS",
     "DEFAULT_PORTS",
+    "Burst",
     "DecodeError",
     "Decoded",
     "Decoder",

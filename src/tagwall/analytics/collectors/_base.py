@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from .._batch import COLUMNS, FlowBatch, Source
 
 __all__ = [
+    "Burst",
     "Counters",
     "DecodeError",
     "Decoded",
@@ -53,6 +57,48 @@ class DecodeError(ValueError):
     def key(self) -> str:
         """The statistics key: field and reason without the value."""
         return f"{self.field}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """Datagrams as a receiver put them in its buffer, without a ``bytes`` object each:
+    datagram ``i`` is ``slots[index[i], :lengths[i]]``, in arrival order.
+
+    Iterating gives each datagram as ``bytes``, so every ``decode_many`` takes a burst; the
+    IPFIX decoder reads the buffer itself.  The receiver reuses the buffer for its next
+    burst: a decoder copies what it keeps before returning.
+    """
+
+    slots: npt.NDArray[np.uint8]  # 2-D: one row per receive slot
+    index: npt.NDArray[np.intp]
+    lengths: npt.NDArray[np.intp]
+
+    @classmethod
+    def of(cls, packets: Sequence[bytes]) -> Burst:
+        """A burst holding copies of ``packets`` (tests, replays)."""
+        width = max([0, *map(len, packets)])
+        slots = np.zeros((len(packets), width), np.uint8)
+        for i, packet in enumerate(packets):
+            slots[i, : len(packet)] = np.frombuffer(packet, np.uint8)
+        lengths = np.array([len(p) for p in packets], np.intp)
+        return cls(slots, np.arange(len(packets)), lengths)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (self.packet(i) for i in range(len(self.index)))
+
+    def packet(self, i: int) -> bytes:
+        return self.slots[self.index[i], : self.lengths[i]].tobytes()
+
+    def window(self, picked: npt.NDArray[np.intp], start: int, width: int) -> npt.NDArray[np.uint8]:
+        """A copy of bytes ``start`` to ``start + width`` of the datagrams ``picked`` (positions
+        in this burst), one row each; bytes past a datagram's end are the slot's leftovers, or
+        zeros past the slot's."""
+        part = self.slots[self.index[picked], start : start + width]
+        short = width - part.shape[1]
+        return np.pad(part, ((0, 0), (0, short))) if short else part
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._batch import FlowBatch, Source
 from ._base import Counters, Decoded, DecodeError, DecoderStatistics, with_dropped
-from ._template import Chunk, FieldSpec, Template, columns, read_rows, uint
+from ._template import Chunk, FieldSpec, Sets, Template, columns, has_addresses, read_rows, uint
 
 __all__ = ["Found", "PacketDecoder", "Templates"]
 
@@ -25,8 +25,8 @@ _OPTIONS = ("boot_ms", "sampling", "sampling_packets", "sampling_space")
 _MAX_TIME_MS = 1 << 62
 _MAX_SAMPLING = 1 << 32
 
-# What one packet yielded: data sets to decode, with their template.
-Found = list[tuple[Template, Chunk]]
+# What packets yielded: data sets to decode (one, or a burst's in columns), with their template.
+Found = list[tuple[Template, Chunk | Sets]]
 
 
 class PacketDecoder(abc.ABC):
@@ -75,14 +75,23 @@ class PacketDecoder(abc.ABC):
     def decode_many(self, packets: Iterable[bytes], exporter: str, received_ms: int) -> Decoded:
         """The flows of many packets of one exporter, one batch per template; a malformed
         packet is counted in ``statistics().errors`` and contributes nothing."""
+        return self._batches(self._found(packets, exporter), exporter)
+
+    def _found(self, packets: Iterable[bytes], exporter: str) -> Found:
+        """The data sets of ``packets`` in order, each packet through ``_message``."""
         found: Found = []
         for packet in packets:
-            self._counters.packets += 1
-            try:
-                found += self._message(packet, exporter)
-            except DecodeError as error:
-                self._counters.errors[error.key] += 1
-        return self._batches(found, exporter)
+            found += self._counted(packet, exporter)
+        return found
+
+    def _counted(self, packet: bytes, exporter: str) -> Found:
+        """``_message``, with the packet and its error (then no data sets) counted."""
+        self._counters.packets += 1
+        try:
+            return self._message(packet, exporter)
+        except DecodeError as error:
+            self._counters.errors[error.key] += 1
+            return []
 
     def statistics(self) -> DecoderStatistics:
         return self._counters.snapshot(len(self._templates))
@@ -90,18 +99,18 @@ class PacketDecoder(abc.ABC):
     def _batches(self, found: Found, exporter: str) -> Decoded:
         """One batch per template: one ``frombuffer`` however many packets fed it.  Records
         of templates without addresses are dropped and counted on the first batch."""
-        by_template: dict[Template, list[Chunk]] = {}
-        for template, chunk in found:
-            if chunk.count:
-                by_template.setdefault(template, []).append(chunk)
+        by_template: dict[Template, list[Chunk | Sets]] = {}
+        for template, part in found:
+            if part.count:
+                by_template.setdefault(template, []).append(part)
         batches: list[FlowBatch] = []
         dropped = 0
-        for template, chunks in by_template.items():
-            table = columns(template, chunks)
-            if table is None:
-                dropped += sum(c.count for c in chunks)
+        for template, parts in by_template.items():
+            if not has_addresses(template):
+                dropped += sum(p.count for p in parts)
             else:
-                batches.append(FlowBatch.of(self.source, exporter, table))
+                sets = Sets.join(template, parts)
+                batches.append(FlowBatch.of(self.source, exporter, columns(template, sets)))
                 self._counters.records += len(batches[-1])
         self._counters.dropped += dropped
         return Decoded(with_dropped(batches, self.source, exporter, dropped))
@@ -118,6 +127,9 @@ class Templates:
         self._known: dict[tuple[str, int, int], tuple[Template, bool]] = {}
         self._boot_ms: dict[tuple[str, int], int] = {}
         self._sampling: dict[tuple[str, int], int] = {}
+        # Invariant: changes whenever some (exporter, domain, template id) starts or stops
+        # naming a template (so a caller may cache lookups while it stays the same).
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._known)
@@ -141,18 +153,21 @@ class Templates:
             return
         template = Template.compile(template_id, fields, variable_ok=variable_ok)
         self._known[key] = (template, options)
+        self.generation += 1
 
     def get(self, exporter: str, domain: int, template_id: int) -> tuple[Template, bool] | None:
         return self._known.get((exporter, domain, template_id))
 
     def withdraw(self, exporter: str, domain: int, template_id: int) -> None:
-        self._known.pop((exporter, domain, template_id), None)
+        if self._known.pop((exporter, domain, template_id), None) is not None:
+            self.generation += 1
 
     def withdraw_all(self, exporter: str, domain: int, *, options: bool) -> None:
         """Forget every data (or every options) template of the domain."""
         for key, (_, is_options) in list(self._known.items()):
             if key[:2] == (exporter, domain) and is_options == options:
                 del self._known[key]
+                self.generation += 1
 
     def boot_ms(self, exporter: str, domain: int) -> int | None:
         """The exporter's boot time (Unix ms) an options record told, if any."""
