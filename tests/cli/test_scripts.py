@@ -73,26 +73,66 @@ def test_demo_on_the_simulator() -> None:
         sock.bind(("127.0.0.1", port))
 
 
+def _verdicts(out: str) -> list[tuple[str, str, str, str, str | None]]:
+    """The L7 firewall's verdict log lines that the demo printed: (client address, server,
+    path, verdict, rule)."""
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith('{"time"')]
+    return [
+        (v["client"].rsplit(":", 1)[0], v["server"], v["path"], v["verdict"], v["rule"])
+        for v in lines
+    ]
+
+
 @pytest.mark.privileged
 @pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 def test_demo_in_the_lab() -> None:
-    """The main job: lab up, real packets equal reach, a live edit flips real verdicts, and
-    the agents' flow reports show what decided."""
+    """The main job: lab up, real packets equal reach, a live edit flips real verdicts, the
+    agents' flow reports show what decided, dev's HTTP into prod passes the L7 firewall (which
+    refuses the bad requests), and a live risk=suspicious tag sends a workload's flows there."""
     result = _demo()
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     _assert_traces(out)
     assert "The packets agree with 'tagwall reach' on every one of the pairs." in out
     matrices = re.findall(r"^ *\d+ (shop-web-\w+) +(.*)$", out, flags=re.M)
-    # Rows of shop-web-dev and shop-web-prod in the two probes; column 12 is shop-app-prod.
-    before, after = dict(matrices[:2]), dict(matrices[2:4])
-    assert before["shop-web-prod"].split()[11] == "✔" and after["shop-web-prod"].split()[11] == "·"
-    assert before["shop-web-dev"].split()[11] == "·" and after["shop-web-dev"].split()[11] == "✔"
+    # Rows of shop-web-dev and shop-web-prod in the two probes; a workload's column is its
+    # row number.
+    row = re.search(r"^ *(\d+) shop-app-prod ", out, flags=re.M)
+    assert row is not None
+    app = int(row.group(1)) - 1
+    before = {name: cells.split()[app] for name, cells in matrices[:2]}
+    after = {name: cells.split()[app] for name, cells in matrices[2:4]}
+    assert before == {"shop-web-dev": "·", "shop-web-prod": "✔"}
+    assert after == {"shop-web-dev": "✔", "shop-web-prod": "·"}
     # The agents reported the probes' connections, each with the rule that decided it.
     flows = out[out.index("8. What the agents saw") :]
     assert re.search(r"^4 flow\(s\)$", flows, flags=re.M)
     assert re.search(r"^ deny +│ \S+ +│ application-default-deny ", flows, flags=re.M)
     assert re.search(r"^ shop +│ shop +│ \d+ +│ \d+ +│ [1-9]", flows, flags=re.M)  # allowed
+    # dev → prod HTTP through the L7 firewall: the good request is served and logged as
+    # allowed; the bad ones get the firewall's 403 and never reach the server.
+    chain = out[out.index("9. A service chain") : out.index("10. A live tag")]
+    assert "HTTP 200 OK: shop-app-prod served /orders?id=42" in chain
+    assert "HTTP 403 Forbidden: Forbidden by tagwall l7fw rule 'sqli'" in chain
+    assert "HTTP 403 Forbidden: Forbidden by tagwall l7fw rule 'no-admin'" in chain
+    assert _verdicts(chain) == [
+        ("10.1.2.11", "10.1.1.21:80", "/orders", "allow", None),
+        ("10.1.2.11", "10.1.1.21:80", "/orders", "deny", "sqli"),
+        ("10.1.2.11", "10.1.1.21:80", "/admin", "deny", "no-admin"),
+    ]
+    assert re.findall(r"^shop-app-prod served GET (\S+)$", chain, flags=re.M) == ["/orders?id=42"]
+    # dev → dev HTTP goes direct until shop-web-dev is tagged risk=suspicious, then through
+    # the firewall, which now refuses /admin.
+    untagged, tagged = out[out.index("10. A live tag") :].split("$ tagwall apply")
+    assert "HTTP 200 OK: shop-app-dev served /admin" in untagged
+    assert _verdicts(untagged) == []
+    assert "rule inspect-suspicious of policy inspect-suspicious" in tagged
+    assert "HTTP 200 OK: shop-app-dev served /orders?id=7" in tagged
+    assert "HTTP 403 Forbidden: Forbidden by tagwall l7fw rule 'no-admin'" in tagged
+    assert _verdicts(tagged) == [
+        ("10.1.2.11", "10.1.2.21:8080", "/orders", "allow", None),
+        ("10.1.2.11", "10.1.2.21:8080", "/admin", "deny", "no-admin"),
+    ]
     assert "Traceback" not in result.stderr
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert "twlabdemo" not in left.stdout  # --no-wait took the lab down

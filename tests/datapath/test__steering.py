@@ -22,6 +22,8 @@ from tagwall.datapath._steering import (
     TRANSPARENT_NEXT_HOP,
     Port,
     Steering,
+    left_bit,
+    pinned_bit,
     steered_paths,
     steering_for,
 )
@@ -515,3 +517,20 @@ def _svc_chains(script: str) -> list[tuple[str, str]]:
         elif name is not None:
             body.append(stripped)
     return out
+
+
+def test_carriers_read_a_flows_label_back_to_its_service_workloads() -> None:
+    """The module docstring's worked example, and a chain of two: the members a label pins,
+    in the path's order, without the ones the flow left."""
+    fw, ids = Ref("fw-1"), Ref("ids-1", "shop")
+    steering = Steering(
+        paths={(fw,): 0, (fw, ids): 1},
+        slots={(fw, "fw-a"): 0, (fw, "fw-b"): 1, (fw, "fw-c"): 2, (ids, "ids"): 3},
+    )
+    bits = lambda *ns: sum(1 << n for n in ns)  # noqa: E731
+    assert steering.carriers(bits(0, pinned_bit(2))) == ("fw-1/fw-c",)
+    moved = bits(0, pinned_bit(2), left_bit(2), pinned_bit(0))
+    assert steering.carriers(moved) == ("fw-1/fw-a",)
+    chain = bits(1, pinned_bit(3), pinned_bit(1))
+    assert steering.carriers(chain) == ("fw-1/fw-b", "shop/ids-1/ids")
+    assert steering.carriers(0) == () and steering.carriers(bits(5)) == ()

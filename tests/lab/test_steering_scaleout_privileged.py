@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
 
 from tagwall._netns import entered
@@ -363,6 +364,38 @@ def test_get_serviceinstances_shows_each_member_with_its_steered_flows(lab: Lab)
     more = {m: n - steered(before).get(m, 0) for m, n in steered(pool).items()}
     assert more == carried
     assert all(w["packets"] > 0 for w in pool["workloads"] if carried[w["workload"]])
+
+
+def test_flow_records_name_the_member_that_carried_each_flow(lab: Lab) -> None:
+    """The agent's flow reports say which service workload carried a flow (its ``ct label``
+    read back): for each of 6 flows web → app, the one member whose conntrack saw it; a flow
+    through the chain names both instances' members, in order."""
+    flows = [Flow(lab, "app") for _ in range(6)]
+    chained = Flow(lab, "db")
+    try:
+        assert all(f.echo() for f in flows) and chained.echo()
+        where = _where(lab)
+        carried = {f.port: next(m for m in POOL if f.port in where[m]) for f in flows}
+    finally:
+        for f in [*flows, chained]:
+            f.close()
+
+    def reported() -> dict[int, str | None]:
+        items = httpx.get(
+            f"{lab.lab.urls[0]}/api/v1/flows",
+            params={"workload": "web", "port": 7, "limit": 1000},
+            timeout=5,
+        ).json()["items"]
+        return {f["src"]["port"]: f["via"] for f in items}
+
+    # UDP flows are reported once idle for a snapshot interval (10 s).
+    wait_until(lambda: set(carried) | {chained.port} <= set(reported()), 60, "6 + 1 reports")
+    seen = reported()
+    assert {port: seen[port] for port in carried} == {
+        port: f"pool-1/{member}" for port, member in carried.items()
+    }
+    first, second = seen[chained.port].split(",")  # type: ignore[union-attr]
+    assert first.startswith("pool-1/") and second == "ids-1/ids"
 
 
 def _status(lab: Lab) -> dict[str, dict[str, Any]]:

@@ -53,7 +53,9 @@ Wire layout (``linux/netfilter/nfnetlink_conntrack.h``): after the netlink heade
 ``CTA_TUPLE_PROTO`` (2: number 1 u8, ports 2 and 3 be16, ICMP type 5 and code 6, ICMPv6 type
 8 and code 9), ``CTA_PROTOINFO`` (4) → ``CTA_PROTOINFO_TCP`` (1) → state (1, u8), ``CTA_MARK``
 (8, be32), ``CTA_COUNTERS_ORIG``/``_REPLY`` (9/10 → packets 1, bytes 2, be64), ``CTA_ID`` (12,
-be32), ``CTA_TIMESTAMP`` (20 → start 1, stop 2, be64 ns).
+be32), ``CTA_TIMESTAMP`` (20 → start 1, stop 2, be64 ns), ``CTA_LABELS`` (22: the kernel's
+label bitmap, an array of native ``unsigned long``, so bit n of the little-endian integer is
+label n here).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ import enum
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -136,6 +139,7 @@ class ConntrackEvent:
     stop_ns: int | None
     observed_ns: int
     tcp_state: int | None = None  # the kernel's TCP state (``TCP_CLOSING_STATES``); None: not TCP
+    labels: int = 0  # ct label, 128 bits (bit n = label n); 0 when none is set
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +247,7 @@ _ATTR = struct.Struct("=HH")  # length, type (host order)
 _NESTED_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 _CTA_TUPLE_ORIG, _CTA_PROTOINFO, _CTA_MARK = 1, 4, 8
 _CTA_COUNTERS_ORIG, _CTA_COUNTERS_REPLY, _CTA_ID, _CTA_TIMESTAMP = 9, 10, 12, 20
+_CTA_LABELS = 22
 _ICMP_TYPE_CODE = {1: (5, 6), 58: (8, 9)}  # protocol → (type attribute, code attribute)
 
 
@@ -310,4 +315,10 @@ def _event(kind: EventKind, data: bytes, observed_ns: int) -> ConntrackEvent | N
         stop_ns=_be(data, stamp, 2),
         observed_ns=observed_ns,
         tcp_state=_be(data, tcp, 1),
+        labels=_labels(data, top),
     )
+
+
+def _labels(data: bytes, attrs: dict[int, tuple[int, int]]) -> int:
+    where = attrs.get(_CTA_LABELS)
+    return int.from_bytes(data[where[0] : where[1]], sys.byteorder) if where else 0

@@ -92,6 +92,7 @@ class _Tracked:
     last_report_ns: int
     seen: _Counters | None = None  # at the previous snapshot
     seen_ns: int = 0
+    labels: int = 0  # ct label as last seen: the service workloads carrying the flow
 
     def since(self) -> int:
         """Where the next report's period starts: the flow's start, or the last report."""
@@ -112,6 +113,7 @@ class FlowAssembler:
     def __init__(
         self,
         decide: Decide,
+        carriers: Callable[[int], tuple[str, ...]] = lambda _labels: (),
         *,
         active_timeout_s: float = 60.0,
         deny_idle_s: float = 2.0,
@@ -119,6 +121,7 @@ class FlowAssembler:
         gone_after_s: float = 30.0,
     ) -> None:
         self._decide = decide
+        self._carriers = carriers
         self._active_ns = int(active_timeout_s * 1e9)
         self._deny_idle_ns = int(deny_idle_s * 1e9)
         self._gone_ns = int(gone_after_s * 1e9)
@@ -144,7 +147,14 @@ class FlowAssembler:
                 return []
             start = event.start_ns or event.observed_ns
             self._open[event.ct_id] = _Tracked(
-                event.flow, event.mark, start, _Counters(), event.observed_ns, None, start
+                event.flow,
+                event.mark,
+                start,
+                _Counters(),
+                event.observed_ns,
+                None,
+                start,
+                event.labels,
             )
             return []
         if event.kind is EventKind.DESTROY:
@@ -153,11 +163,11 @@ class FlowAssembler:
             end_ns = event.stop_ns or event.observed_ns
             if tracked is None:
                 start = event.start_ns or end_ns
-                return [self._report(event.flow, event.mark, start, end_ns, counters)]
+                return [self._report(event, start, end_ns, counters)]
             delta = counters.minus(tracked.reported)
             if delta == _Counters() and tracked.reported != _Counters():
                 return []  # the last report already covered everything
-            return [self._report(event.flow, event.mark, tracked.since(), end_ns, delta)]
+            return [self._report(event, tracked.since(), end_ns, delta)]
         if event.kind is EventKind.SNAPSHOT:
             return self._snapshot(event)
         return []
@@ -172,7 +182,8 @@ class FlowAssembler:
             tracked = _Tracked(event.flow, event.mark, start, _Counters(), start)
             self._open[event.ct_id] = tracked
         previous, tracked.seen, tracked.seen_ns = tracked.seen, counters, now
-        tracked.flow, tracked.mark = event.flow, event.mark  # a restored row learns them here
+        # A restored row learns its flow here; the label grows when a member fails over.
+        tracked.flow, tracked.mark, tracked.labels = event.flow, event.mark, event.labels
         if counters == tracked.reported:
             return []
         due = (
@@ -184,12 +195,14 @@ class FlowAssembler:
             return []
         since, delta = tracked.since(), counters.minus(tracked.reported)
         tracked.reported, tracked.last_report_ns = counters, now
-        return [self._report(event.flow, event.mark, since, now, delta)]
+        return [self._report(event, since, now, delta)]
 
     def _report(
-        self, flow: FiveTuple, mark: int, start_ns: int, end_ns: int, c: _Counters
+        self, seen: ConntrackEvent | _Tracked, start_ns: int, end_ns: int, c: _Counters
     ) -> FlowReport:
-        halves = split_ct_mark(mark)
+        """The report of ``c`` over [start, end] of the flow ``seen`` (an event, or what was
+        last seen of a flow that went without one)."""
+        flow, halves = seen.flow, split_ct_mark(seen.mark)
         sport, dport = _ports(flow)
         return FlowReport(
             start_ms=start_ns // _NS_PER_MS,
@@ -205,6 +218,7 @@ class FlowAssembler:
             rbytes=c.rbytes,
             egress=self._lookup(TrafficDirection.EGRESS, halves[TrafficDirection.EGRESS]),
             ingress=self._lookup(TrafficDirection.INGRESS, halves[TrafficDirection.INGRESS]),
+            via=self._carriers(seen.labels) if seen.labels else (),
         )
 
     def _lookup(self, direction: TrafficDirection, decision: int) -> EndDecision | None:
@@ -259,7 +273,7 @@ class FlowAssembler:
             seen = t.seen or _Counters()
             if seen != t.reported or t.reported == _Counters():
                 end = max(t.seen_ns, t.start_ns)
-                out.append(self._report(t.flow, t.mark, t.since(), end, seen.minus(t.reported)))
+                out.append(self._report(t, t.since(), end, seen.minus(t.reported)))
         return out
 
     def drain(self) -> list[FlowReport]:

@@ -50,11 +50,14 @@ T = TypeVar("T")
 
 
 class Decisions(Protocol):
-    """What ``NftDatapath`` offers: the program in force and what its decision ids name."""
+    """What ``NftDatapath`` offers: the program in force, what its decision ids name, and
+    which service workloads a ``ct label`` steers through."""
 
     def program(self) -> Program | None: ...
 
     def decisions(self) -> dict[tuple[TrafficDirection, int], CounterKey]: ...
+
+    def carriers(self, labels: int) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class FlowRecorder:
         self._decisions = _DecisionCache(datapath)
         self._assembler = FlowAssembler(
             self._decisions.lookup,
+            datapath.carriers,
             active_timeout_s=active_timeout_s,
             gone_after_s=3 * snapshot_interval_s,
         )

@@ -23,8 +23,12 @@ at that end, or NONE where no agent of tagwall enforces that end) and ``*_rule``
 the batch's ``rules`` tuple (-1: none).  ``*_audit`` and ``*_audit_rule`` do the same for
 policies in ``audit`` mode: ``WOULD_ALLOW`` / ``WOULD_DENY`` where an audited policy decided.
 
-Invariant: every column has the same length, the batch's ``len``; columns are never mutated
-after the batch is built (consumers may share them).
+Which service instances carried a flow (a redirect rule steered it) is ``via``, only agents
+know it: one text per record, ``"fw-1/fw-a"`` (instance/workload; a chain's hops joined by
+``,``, in order), None where nothing steered it; None as a whole for a batch without any.
+
+Invariant: every column has the same length, the batch's ``len`` (``via`` too when set);
+columns are never mutated after the batch is built (consumers may share them).
 """
 
 from __future__ import annotations
@@ -138,6 +142,7 @@ class FlowBatch:
     rules: tuple[RuleRef, ...] = ()
     # Records the decoder could not take (malformed, unknown template); counted, not stored.
     dropped: int = 0
+    via: tuple[str | None, ...] | None = None
 
     @classmethod
     def of(
@@ -148,6 +153,7 @@ class FlowBatch:
         *,
         rules: Sequence[RuleRef] = (),
         dropped: int = 0,
+        via: Sequence[str | None] | None = None,
     ) -> FlowBatch:
         """A batch from ``columns`` (arrays or sequences), cast to :data:`COLUMNS`' dtypes.
 
@@ -169,7 +175,11 @@ class FlowBatch:
                 out[name] = np.full(n, _DEFAULTS[name], dtype=dtype)
             else:
                 raise ValueError(f"flow column {name!r} is required")
-        return cls(source, exporter, out, tuple(rules), dropped)
+        if via is not None and len(via) != n:
+            raise ValueError(f"flow column 'via' has {len(via)} values, want {n}")
+        return cls(
+            source, exporter, out, tuple(rules), dropped, None if via is None else tuple(via)
+        )
 
     def __len__(self) -> int:
         return len(self.columns["start_ms"])
@@ -193,8 +203,11 @@ def concat(batches: Sequence[FlowBatch]) -> FlowBatch:
             parts[name].append(column)
     rules = sorted(index, key=index.__getitem__)
     columns = {name: np.concatenate(parts[name]) for name in COLUMNS}
+    via = None
+    if any(b.via is not None for b in batches):
+        via = tuple(v for b in batches for v in (b.via or (None,) * len(b)))
     return FlowBatch(
-        first.source, first.exporter, columns, tuple(rules), sum(b.dropped for b in batches)
+        first.source, first.exporter, columns, tuple(rules), sum(b.dropped for b in batches), via
     )
 
 

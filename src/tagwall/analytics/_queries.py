@@ -464,7 +464,7 @@ def flows_query(f: FlowFilter, limit: int) -> Query:
             f.src_hi, f.src_lo, f.src_port, se.workload, se.project, se.tags,
             f.src_verdict, f.src_audit,
             f.dst_hi, f.dst_lo, f.dst_port, de.workload, de.project, de.tags,
-            f.dst_verdict, f.dst_audit, {rules}
+            f.dst_verdict, f.dst_audit, {rules}, f.via
         FROM (SELECT * FROM flows{where} ORDER BY start_ms DESC LIMIT ?) f
         LEFT JOIN endpoints se ON se.id = f.src_ep LEFT JOIN endpoints de ON de.id = f.dst_ep
         {rule_joins}
@@ -525,6 +525,7 @@ class FlowRecord:
     rbytes: int
     src: FlowSide
     dst: FlowSide
+    via: str | None = None  # the service instances that carried it: "fw-1/fw-a", hops by ","
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -551,7 +552,18 @@ def flow_record(row: Sequence[Any]) -> FlowRecord:
         )
     start_ms, end_ms, proto, source, exporter, packets, bytes_, rpackets, rbytes = row[:9]
     return FlowRecord(
-        start_ms, end_ms, proto, source, exporter, packets, bytes_, rpackets, rbytes, *sides
+        start_ms,
+        end_ms,
+        proto,
+        source,
+        exporter,
+        packets,
+        bytes_,
+        rpackets,
+        rbytes,
+        sides[0],
+        sides[1],
+        row[41],
     )
 
 

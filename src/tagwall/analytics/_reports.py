@@ -112,6 +112,7 @@ class ReportPairing:
                 start_ms=min(report.start_ms, partner.report.start_ms),
                 end_ms=max(report.end_ms, partner.report.end_ms),
                 ingress=dst_side.ingress,
+                via=src_side.report.via or dst_side.via,  # whichever host steered it
             )
             learned = self._learned[key] = _Learned(merged.egress, merged.ingress, now_ms)
             out.append(Row(src_side.host, merged))
@@ -230,7 +231,10 @@ def _batch(config: Config, host: str, reports: list[FlowReport], audit: bool) ->
         "src_audit_rule": rule_ids["src_a"],
         "dst_audit_rule": rule_ids["dst_a"],
     }
-    return FlowBatch.of(Source.AGENT, host, columns, rules=sorted(rules, key=rules.__getitem__))
+    via = [",".join(r.via) or None for r in reports] if any(r.via for r in reports) else None
+    return FlowBatch.of(
+        Source.AGENT, host, columns, rules=sorted(rules, key=rules.__getitem__), via=via
+    )
 
 
 def _audits(config: Config, r: FlowReport) -> Iterable[tuple[str, Verdict, RuleRef]]:

@@ -84,7 +84,7 @@ _SQL_TYPES["uint16"] = "USMALLINT"
 _RULE_COLUMNS = ("src_rule", "dst_rule", "src_audit_rule", "dst_audit_rule")
 _FLOW_DDL = ", ".join(
     [f"{name} {_SQL_TYPES[dtype.name]}" for name, dtype in COLUMNS.items()]
-    + ["src_ep INTEGER", "dst_ep INTEGER", "source VARCHAR", "exporter VARCHAR"]
+    + ["src_ep INTEGER", "dst_ep INTEGER", "source VARCHAR", "exporter VARCHAR", "via VARCHAR"]
 )
 _DAY_TABLE = re.compile(r"flows_d(\d{8})")
 _ROLLUP_KEY = "bucket_ms BIGINT, src_ep INTEGER, dst_ep INTEGER, proto UTINYINT, dst_port USMALLINT"
@@ -189,6 +189,9 @@ class FlowStore:
             self._db.execute(statement)
         tables = self._db.execute("SELECT table_name FROM duckdb_tables()").fetchall()
         self._days = {d for (name,) in tables if (d := _day_of(name)) is not None}
+        # Files written before flows had ``via`` get it (NULL): the view needs one shape.
+        for table in ["flows_template", *(_day_table(d) for d in self._days)]:
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS via VARCHAR")
         self._db.execute(self._view_sql(self._days))
         known = self._db.execute(
             "SELECT id, workload, project, tags FROM endpoints ORDER BY id"
@@ -272,6 +275,11 @@ class FlowStore:
         zeros = pa.array(np.zeros(len(batch), np.int8))
         columns["source"] = pa.DictionaryArray.from_arrays(zeros, [batch.source.value])
         columns["exporter"] = pa.DictionaryArray.from_arrays(zeros, [batch.exporter])
+        columns["via"] = (
+            pa.nulls(len(batch), pa.string())
+            if batch.via is None
+            else pa.array(batch.via, pa.string())
+        )
         return pa.table(columns)
 
     def _new_rule_locked(self, rule: RuleRef) -> int:

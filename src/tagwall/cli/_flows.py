@@ -106,7 +106,8 @@ def _flow_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "bytes": f["bytes"] + f["rbytes"],
             "at source": _decision(f["src"]),
             "at destination": _decision(f["dst"]),
-            "via": f"{f['source']} {f['exporter']}",
+            "through": f.get("via") or "",  # the service instances that carried it
+            "reported by": f"{f['source']} {f['exporter']}",
         }
         for f in items
     ]

@@ -28,6 +28,9 @@ host, allowed at egress by rule ``to-db`` of the web's policy and at ingress by 
      "ingress": {"verdict": "allow", "tier": "application", "policy_set": "shop",
                  "policy": "shop-db", "rule": "from-web"}}
 
+``via`` (optional, default empty) lists the service workloads that carried the flow, in its
+chain's order, as ``"<instance>/<workload>"`` (``["fw-1/fw-b"]``): a redirect rule steered it.
+
 A default decided when ``rule`` is null: ``policy`` then names it (``application-default-deny``
 in tier ``application``, ``default-posture`` in tier ``posture``).  For ICMP, ``sport`` is 0 and
 ``dport`` is ``type * 256 + code`` (as NetFlow and IPFIX carry it).
@@ -110,9 +113,10 @@ class FlowReport:
     rbytes: int
     egress: EndDecision | None
     ingress: EndDecision | None
+    via: tuple[str, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "start_ms": self.start_ms,
             "end_ms": self.end_ms,
             "src": self.src,
@@ -127,6 +131,9 @@ class FlowReport:
             "egress": self.egress.to_wire() if self.egress else None,
             "ingress": self.ingress.to_wire() if self.ingress else None,
         }
+        if self.via:
+            out["via"] = list(self.via)
+        return out
 
     @classmethod
     def from_wire(cls, value: object, field: str = "report") -> FlowReport:
@@ -154,6 +161,7 @@ class FlowReport:
             dst=_address(value, "dst", field),
             egress=EndDecision.from_wire(value.get("egress"), f"{field}.egress"),
             ingress=EndDecision.from_wire(value.get("ingress"), f"{field}.ingress"),
+            via=_via(value.get("via", []), f"{field}.via"),
             **ints,
         )
 
@@ -174,6 +182,12 @@ def _text(value: Mapping[str, object], name: str, field: str, *, optional: bool 
     if not isinstance(text, str) or not text:
         raise ReportError(f"{field}.{name}", "must be a non-empty string")
     return text
+
+
+def _via(value: object, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ReportError(field, "must be a list of non-empty strings")
+    return tuple(value)
 
 
 def _address(value: Mapping[str, object], name: str, field: str) -> str:

@@ -143,6 +143,12 @@ class NftDatapath:
                     self._layout = replace(layout, steering=steering)
             self._down = wanted
 
+    def carriers(self, labels: int) -> tuple[str, ...]:
+        """The service workloads a flow with ``ct label`` ``labels`` runs through, by the
+        program in force (``Steering.carriers``); () when it is not steered here."""
+        with self._lock:
+            return self._layout.steering.carriers(labels) if self._layout is not None else ()
+
     def service_status(self) -> list[ServiceStatus]:
         """Each service workload of the program in force (by instance, then as the instance
         lists them): its health and the packets and flows steered into it.  Workloads of

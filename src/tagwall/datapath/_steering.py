@@ -207,6 +207,25 @@ class Steering:
     def healthy(self, member: Member) -> bool:
         return member[1] not in self.down
 
+    def carriers(self, labels: int) -> tuple[str, ...]:
+        """The members a flow whose ``ct label`` is ``labels`` runs through, in its path's
+        order, as ``"<instance>/<workload>"``; () for a flow this host does not steer.
+        Worked example (the module docstring's): bits {0, 32, 36, 37} → slot 0's member."""
+        path = next((p for p, bit in self.paths.items() if labels >> bit & 1), None)
+        if path is None:
+            return ()
+        pinned = {
+            m: s
+            for m, s in self.slots.items()
+            if labels >> pinned_bit(s) & 1 and not labels >> left_bit(s) & 1
+        }
+        return tuple(
+            f"{instance}/{member[1]}"
+            for instance in path
+            for member in pinned
+            if member[0] == instance
+        )
+
     def with_down(self, down: Collection[str]) -> Steering:
         """This steering with the workloads of ``down`` down (others are ignored)."""
         return replace(self, down=frozenset(down) & {w for _, w in self.slots})
