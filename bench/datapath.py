@@ -30,8 +30,10 @@ by round (``--repeats`` rounds, the order rotated each round; medians reported):
 * ``tagwall-flows``: the same programs plus, per host, the flow recorder an agent runs by
   default (``tagwall.agent.recorder.FlowRecorder``: conntrack accounting, timestamps and events
   on, every NEW and DESTROY event read and assembled, reports spooled to a temporary
-  directory; the controller URL answers nothing, so nothing is shipped).  Its statistics
-  (reports, kernel events lost to a full receive buffer) are in ``flow_recorder``;
+  directory; the controller URL answers nothing, so nothing is shipped).  Its connection rate
+  is measured after ``STEADY_S`` of connections, so that the recorder handles as many
+  DESTROY events as connections are made while it is measured.  Its statistics (reports,
+  kernel events lost to a full receive buffer) are in ``flow_recorder``;
 * ``iptables``: the legacy baseline — per host, the FORWARD chain holds one iptables rule per
   compiled rule of the same program, in evaluation order, with addresses written out (see
   ``iptables_lines``), no set lookups and no conntrack, so every packet walks the chain, the
@@ -561,9 +563,18 @@ def _clear(lab: Lab, tool: str) -> None:
         subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-F"], capture_output=True)
 
 
-def _measure(lab: Lab, args: argparse.Namespace) -> dict[str, float]:
+# An aborted connection's entry lives nf_conntrack_tcp_timeout_close (10 s) after its RST:
+# only after that long does a flow recorder see each new connection's DESTROY while it runs.
+STEADY_S = 11
+
+
+def _measure(lab: Lab, args: argparse.Namespace, warm_up_s: float = 0) -> dict[str, float]:
+    """The figures of the variant in force; ``warm_up_s`` of connections first, not counted
+    (a flow recorder's steady state: the DESTROY of every connection it measures)."""
     out: dict[str, float] = {}
     out["throughput_gbps"] = tcp_gbps(iperf3(lab.client_ns, lab.server_ns, args.seconds, False))
+    if warm_up_s:
+        conn_rate(lab.client_ns, lab.server_ns, warm_up_s, args.conn_clients)
     rate, failed = conn_rate(lab.client_ns, lab.server_ns, args.seconds, args.conn_clients)
     out["conn_rate_per_s"], out["conn_failures"] = rate, failed
     if args.udp:
@@ -655,7 +666,7 @@ def run_variants(
             if variant == "tagwall":
                 load_s.append(round(time.perf_counter() - start, 3))
             blocked_runs[variant].append(blocked(lab.client_ns, lab.server_ns))
-            result = _measure(lab, args)
+            result = _measure(lab, args, STEADY_S if variant == "tagwall-flows" else 0)
             runs[variant].append(result)
             packets = allowed()
             if packets >= 0:

@@ -157,10 +157,15 @@ class ConntrackReader(NetlinkReader):
         *,
         snapshot_interval_s: float = 30.0,
         include_updates: bool = False,
+        include_new: bool = True,
         reliable: bool = False,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
-        groups = _GROUP_NEW | _GROUP_DESTROY | (_GROUP_UPDATE if include_updates else 0)
+        groups = (
+            _GROUP_DESTROY
+            | (_GROUP_NEW if include_new else 0)
+            | (_GROUP_UPDATE if include_updates else 0)
+        )
         self.netns = netns
         self.snapshot_interval_s = snapshot_interval_s
         self._clock = clock
@@ -255,11 +260,13 @@ def _attributes(data: bytes, start: int, end: int) -> dict[int, tuple[int, int]]
     """type → (value start, value end) of the attributes in ``data[start:end]``."""
     out: dict[int, tuple[int, int]] = {}
     end = min(end, len(data))
+    unpack = _ATTR.unpack_from  # the hot loop of the agent's flow recording: no lookups
     while start + 4 <= end:
-        length, kind = _ATTR.unpack_from(data, start)
+        length, kind = unpack(data, start)
         if length < 4:
             break  # malformed: the kernel never sends it; stop rather than loop
-        out[kind & _NESTED_TYPE_MASK] = (start + 4, min(start + length, end))
+        stop = start + length
+        out[kind & _NESTED_TYPE_MASK] = (start + 4, stop if stop < end else end)
         start += (length + 3) & ~3
     return out
 

@@ -103,7 +103,12 @@ class FlowRecorder:
         self._tracked_file = directory / "tracked.json"
         self._restore()
         self._spool = Spool(directory / "spool", max_bytes=spool_bytes)
-        self._conntrack = ConntrackReader(netns, snapshot_interval_s=snapshot_interval_s)
+        # DESTROY events and snapshots only: a DESTROY carries all a NEW does (mark, label,
+        # start time) and the counters, snapshots find the open flows, and NEW events would
+        # double what the agent decodes (bench/datapath.py, variant tagwall-flows).
+        self._conntrack = ConntrackReader(
+            netns, snapshot_interval_s=snapshot_interval_s, include_new=False
+        )
         self._nflog = NflogReader(LOG_GROUP, netns)
         self._flush_s, self._batch, self._retry_s = flush_interval_s, batch, retry_s
         self._lock = threading.Lock()
