@@ -196,6 +196,9 @@ def _batch(config: Config, host: str, reports: list[FlowReport], audit: bool) ->
     n = len(reports)
     verdicts = {name: np.zeros(n, np.uint8) for name in ("src", "dst", "src_a", "dst_a")}
     rule_ids = {name: np.full(n, -1, np.int32) for name in verdicts}
+    # Many reports share a pair and a service (a client's repeated connections): evaluate
+    # the audit policies once per (pair, service, ends decided) in a batch.
+    audited: dict[tuple[object, ...], list[tuple[str, Verdict, RuleRef]]] = {}
     for i, r in enumerate(reports):
         for end, decision in (("src", r.egress), ("dst", r.ingress)):
             if decision is not None:
@@ -203,7 +206,10 @@ def _batch(config: Config, host: str, reports: list[FlowReport], audit: bool) ->
                 ref = RuleRef(decision.tier, decision.policy_set, decision.policy, decision.rule)
                 rule_ids[end][i] = rules.setdefault(ref, len(rules))
         if audit:
-            for end, would, ref in _audits(config, r):
+            key = (r.src, r.dst, r.proto, r.dport, r.egress is None, r.ingress is None)
+            if key not in audited:
+                audited[key] = list(_audits(config, r))
+            for end, would, ref in audited[key]:
                 verdicts[end + "_a"][i] = would
                 rule_ids[end + "_a"][i] = rules.setdefault(ref, len(rules))
     src_hi, src_lo = ip_columns([r.src for r in reports])
