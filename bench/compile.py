@@ -388,7 +388,8 @@ def pairwise_entries(compiler: Compiler) -> dict[str, int]:
                     local_side, remote_side = (
                         (rule.src, rule.dst) if egress else (rule.dst, rule.src)
                     )
-                    local_set = program.sets[local_side].addresses if local_side else None
+                    # The global set: the program's own is trimmed to this host's needs.
+                    local_set = compiler._sets[local_side].members if local_side else None
                     services = max(1, len(rule.services or ()))
                     for ip in local:
                         if local_set is not None and ip not in local_set:

@@ -200,7 +200,7 @@ def policy_documents(draw: st.DrawFn, names: list[str], groups: list[str]) -> li
 def models(draw: st.DrawFn) -> list[Manifest]:
     docs = draw(project_documents())
     names: list[str] = []
-    for i in range(draw(st.integers(2, 6))):
+    for i in range(draw(st.integers(2, 8))):
         name = f"w{i}"
         spec = {
             "kind": draw(st.sampled_from(["vm", "vm", "container", "external"])),
@@ -235,22 +235,50 @@ def flows(draw: st.DrawFn, config: Config) -> tuple[str, str, str]:
 
 
 def mutate(data: st.DataObject, docs: list[Manifest]) -> list[Manifest]:
-    """One operator edit: retag a workload, edit or reorder a rule, move a workload."""
+    """One operator edit: retag one or two workloads (at once), move a workload, or edit a
+    rule — its services only, its remote or local side, its ``matchTags``, or drop it.
+
+    Hosts trim sets to what their local workloads can match (compiler ``_trim.py``), so the
+    edits cover what moves those views: a local workload's tags or host, a remote member's
+    value tuple, and which rules and sides a host keeps."""
     docs = copy.deepcopy(docs)
     workloads = [d for d in docs if d["kind"] == "Workload"]
     policies = [d for d in docs if d["kind"] == "FirewallPolicy" and d["spec"]["rules"]]
-    edits = ["retag", "move"] + (["rule"] if policies else [])
+    edits = ["retag", "retag-two", "move"] + (["rule"] * 2 if policies else [])
     edit = data.draw(st.sampled_from(edits))
-    if edit == "retag":
-        data.draw(st.sampled_from(workloads))["spec"]["tags"] = data.draw(tag_maps())
+    if edit in ("retag", "retag-two"):
+        for w in data.draw(
+            st.lists(st.sampled_from(workloads), min_size=1, max_size=1 if edit == "retag" else 2)
+        ):
+            w["spec"]["tags"] = data.draw(tag_maps())
     elif edit == "move":
         w = data.draw(st.sampled_from(workloads))
         if w["spec"]["kind"] != "external":
-            w["spec"]["host"] = data.draw(st.sampled_from(["h1", "h2", "h3"]))
+            w["spec"]["host"] = data.draw(st.sampled_from(HOSTS))
     else:
-        rule = data.draw(st.sampled_from(data.draw(st.sampled_from(policies))["spec"]["rules"]))
-        rule["services"] = [data.draw(st.sampled_from(["tcp/80", "udp/53", "tcp/85", "http"]))]
-        rule["to"] = data.draw(
-            st.sampled_from([{"any": True}, {"tags": "tier=db"}, {"cidr": "10.0.0.0/30"}])
-        )
+        rules = data.draw(st.sampled_from(policies))["spec"]["rules"]
+        rule = data.draw(st.sampled_from(rules))
+        part = data.draw(st.sampled_from(["services", "to", "from", "matchTags", "drop"]))
+        if part == "services":
+            rule["services"] = [data.draw(st.sampled_from(["tcp/80", "udp/53", "tcp/85", "http"]))]
+        elif part in ("to", "from"):
+            rule[part] = data.draw(
+                st.sampled_from(
+                    [
+                        {"any": True},
+                        {"tags": "tier=db"},
+                        {"tags": "application=a1"},
+                        {"cidr": "10.0.0.0/30"},
+                    ]
+                )
+            )
+        elif part == "matchTags":
+            rule.pop("matchTags", None)
+            match_tags = data.draw(
+                st.sampled_from([[], ["application"], ["deployment"], ["project"]])
+            )
+            if match_tags:
+                rule["matchTags"] = match_tags
+        else:
+            rules.remove(rule)
     return docs

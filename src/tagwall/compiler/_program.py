@@ -21,7 +21,9 @@ scale-out), with their left and right interfaces and the template's health check
 steers a flow only through instances listed here (docs/steering.md).
 
 Set names are stable and readable (``tags:tier=web``, ``cidr:10.0.0.0/8``, ``aps:shop/apps``);
-renderers map them to their own identifiers.
+renderers map them to their own identifiers.  A name means the same on every host, but a
+host's set holds only the members its local workloads can meet (compiler ``_trim.py``), and
+its chains only the rules that can match at one of them.
 """
 
 from __future__ import annotations
@@ -257,7 +259,8 @@ def _dir_key(item: tuple[TrafficDirection, str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SetDelta:
-    """Element changes of one address set.  Shared by every host that holds the set."""
+    """Element changes of one address set.  Shared by every host that holds every member of
+    the set; a host holding a trimmed view of it (compiler ``_trim.py``) gets its own."""
 
     name: str
     added: AddressSet = AddressSet()
