@@ -19,21 +19,9 @@ from ._batch import (
     ipv4_columns,
 )
 from ._enrich import Endpoint, Endpoints
+from ._filters import FilterError, FlowFilter, FlowVerdict, Metric, TagTerm
 from ._ingest import Collectors, CollectorSpec, CollectorStatistics, parse_collector
-from ._queries import (
-    Decision,
-    FilterError,
-    FlowFilter,
-    FlowRecord,
-    FlowSide,
-    FlowVerdict,
-    Graph,
-    GraphEdge,
-    Metric,
-    TagTerm,
-    Talker,
-    Violation,
-)
+from ._results import Decision, FlowRecord, FlowSide, Graph, GraphEdge, Talker, Violation
 from ._service import AgentReportStatistics, Analytics, AnalyticsStatistics
 from ._store import FlowStore, StoreStatistics
 

@@ -1,42 +1,25 @@
 """``FlowStore``: flow records in one DuckDB file, written by one thread, read by any.
 
-Layout (one database file):
-
-* ``flows_dYYYYMMDD``: the flows whose ``start_ms`` falls on that UTC day, in arrival order;
-  the view ``flows`` is their ``UNION ALL`` (plus the empty ``flows_template``).  Retention is
-  ``DROP TABLE`` of whole days.  Measured here with 10M rows over 30 days: after dropping
-  the oldest day, appending a 1M-row day grew the file by 2.4 MB (the freed blocks were
-  reused), while ``DELETE`` of that day from one big table left partly deleted row groups
-  behind and the same append grew it by 9.2 MB; both answered a one-day query in 23-28 ms
-  (zone maps on ``start_ms``) and the whole range in 0.9-1.1 s.
-* ``flows_rollup``: the daily rollup (``ROLLUP_SELECT``).  Each flush inserts the rollup of
-  its rows in the same transaction as the rows, so rollup and raw flows always agree; partial
-  rows of one day are merged by maintenance once the day is over.  Kept
-  ``rollup_retention_days`` (longer than the raw flows).
-* ``endpoints(id, workload, project, tags)`` and ``rules(id, tier, policy_set, policy, rule)``:
-  append-only dictionaries the id columns point into (id 0: none).  A flush inserts the new
-  entries before the rows that use them, in the same transaction.
-* ``messages``: syslog lines that carry no flow.
+This module is the store's public face: opening a file (schema and upgrades, ``_schema.py``
+says the layout), the endpoints and rules the rows point into, ``append``, hand-offs to the
+writer thread (``flush``, agent progress, retention, ``close``) and the queries.  The writer
+thread itself — flushes, day tables, rollups, retention and maintenance — is ``_writer.py``.
 
 Write path: ``append`` enriches in the caller's thread (endpoint ids, rule ids, Arrow
-columns: no per-record Python) and queues the rows; the writer thread gathers queued rows and
-inserts them with one ``INSERT … SELECT`` per day touched once ``flush_rows`` are pending or
-``flush_interval_s`` after the oldest arrived.  ``flush`` and ``close`` return once everything
-accepted before them is committed.  Every write (DDL, retention, maintenance) runs on the
-writer thread, so writes never conflict; queries use their own cursors on the same database
-instance and read the last committed state (DuckDB is MVCC), so they never block ingest.
+columns: no per-record Python) and queues the rows for the writer thread.  ``flush`` and
+``close`` return once everything accepted before them is committed.  Every write (DDL,
+retention, maintenance) runs on the writer thread, so writes never conflict; queries use their
+own cursors on the same database instance and read the last committed state (DuckDB is MVCC),
+so they never block ingest.
 """
 
 from __future__ import annotations
 
-import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,76 +31,26 @@ from ..errors import StoreError
 from ..model import Config, Tags
 from ._batch import COLUMNS, FlowBatch, RuleRef
 from ._enrich import Endpoint, Endpoints
-from ._queries import (
-    ROLLUP_BUCKET_MS,
-    ROLLUP_COUNTS,
-    ROLLUP_SELECT,
-    FilterError,
-    FlowFilter,
+from ._filters import FilterError, FlowFilter, Metric, check_count, check_group_type
+from ._queries import Query, flows_query, graph_query, top_talkers_query, violations_query
+from ._results import (
     FlowRecord,
     Graph,
-    Metric,
-    Query,
     Talker,
     Violation,
-    check_count,
-    check_group_type,
     flow_record,
-    flows_query,
     graph_of,
-    graph_query,
     talker_of,
-    top_talkers_query,
     violation_of,
-    violations_query,
 )
+from ._schema import DAY_MS, ROLLUP_BUCKET_MS, SCHEMA, day_of, day_table, view_sql
+from ._writer import STOP, Call, Rows, Writer
 from .collectors import SyslogMessage
 
 __all__ = ["FlowStore", "StoreStatistics"]
 
-DAY_MS = 86_400_000
-log = logging.getLogger("tagwall.analytics")
-
 _EVERY_FLOW = FlowFilter()
-_SQL_TYPES = {"int64": "BIGINT", "uint64": "UBIGINT", "int32": "INTEGER", "uint8": "UTINYINT"}
-_SQL_TYPES["uint16"] = "USMALLINT"
 _RULE_COLUMNS = ("src_rule", "dst_rule", "src_audit_rule", "dst_audit_rule")
-_FLOW_DDL = ", ".join(
-    [f"{name} {_SQL_TYPES[dtype.name]}" for name, dtype in COLUMNS.items()]
-    + ["src_ep INTEGER", "dst_ep INTEGER", "source VARCHAR", "exporter VARCHAR", "via VARCHAR"]
-)
-_DAY_TABLE = re.compile(r"flows_d(\d{8})")
-_ROLLUP_KEY = "bucket_ms BIGINT, src_ep INTEGER, dst_ep INTEGER, proto UTINYINT, dst_port USMALLINT"
-_SCHEMA = [
-    f"CREATE TABLE IF NOT EXISTS flows_template ({_FLOW_DDL})",
-    "CREATE TABLE IF NOT EXISTS endpoints (id INTEGER, workload VARCHAR, project VARCHAR, "
-    "tags MAP(VARCHAR, VARCHAR[]))",
-    "CREATE TABLE IF NOT EXISTS rules (id INTEGER, tier VARCHAR, policy_set VARCHAR, "
-    "policy VARCHAR, rule VARCHAR)",
-    f"CREATE TABLE IF NOT EXISTS flows_rollup ({_ROLLUP_KEY}, "
-    + ", ".join(f"{c} UBIGINT" for c in ROLLUP_COUNTS)
-    + ")",
-    "CREATE TABLE IF NOT EXISTS messages (received_ms BIGINT, exporter VARCHAR, "
-    "facility UTINYINT, severity UTINYINT, timestamp_ms BIGINT, hostname VARCHAR, "
-    "app VARCHAR, text VARCHAR)",
-    # How far each agent's spool (host, spool identity) is stored: agents' reports are
-    # numbered, so a batch sent again after a lost answer or a restart is stored once.
-    "CREATE TABLE IF NOT EXISTS agent_progress (host VARCHAR, spool VARCHAR, "
-    "stored_through BIGINT, PRIMARY KEY (host, spool))",
-]
-
-
-def _day_table(day: int) -> str:
-    """``flows_dYYYYMMDD`` of day number ``day`` (days since the epoch, UTC)."""
-    return "flows_d" + datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y%m%d")
-
-
-def _day_of(table: str) -> int | None:
-    match = _DAY_TABLE.fullmatch(table)
-    if match is None:
-        return None
-    moment = datetime.strptime(match.group(1), "%Y%m%d").replace(tzinfo=UTC)
-    return int(moment.timestamp()) // 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,26 +64,7 @@ class StoreStatistics:
     failed_flushes: int  # flushes that raised; their rows stay pending and are retried
 
 
-@dataclass(frozen=True, slots=True)
-class _Rows:
-    table: pa.Table
-    messages: pa.Table | None = None
-
-
-@dataclass(slots=True)
-class _Call:
-    """Work for the writer thread; ``done`` is set once ``result`` or ``error`` is."""
-
-    fn: Callable[[], object]
-    done: threading.Event
-    result: object = None
-    error: BaseException | None = None
-
-
-_STOP = object()
-
-
-class FlowStore:
+class FlowStore(Writer):
     """Flow records, endpoints, rules, rollups and syslog messages in the DuckDB file ``path``.
 
     Raw flows are kept ``retention_days`` whole UTC days (a day goes once all of it is older),
@@ -185,14 +99,14 @@ class FlowStore:
         self._maintenance_s = maintenance_interval_s
         self._clock = clock
         self._db = duckdb.connect(str(path))
-        for statement in _SCHEMA:
+        for statement in SCHEMA:
             self._db.execute(statement)
         tables = self._db.execute("SELECT table_name FROM duckdb_tables()").fetchall()
-        self._days = {d for (name,) in tables if (d := _day_of(name)) is not None}
+        self._days = {d for (name,) in tables if (d := day_of(name)) is not None}
         # Files written before flows had ``via`` get it (NULL): the view needs one shape.
-        for table in ["flows_template", *(_day_table(d) for d in self._days)]:
+        for table in ["flows_template", *(day_table(d) for d in self._days)]:
             self._db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS via VARCHAR")
-        self._db.execute(self._view_sql(self._days))
+        self._db.execute(view_sql(self._days))
         known = self._db.execute(
             "SELECT id, workload, project, tags FROM endpoints ORDER BY id"
         ).fetchall()
@@ -213,7 +127,7 @@ class FlowStore:
         self._pending = 0
         self._stored = self._batches = self._dropped = self._messages = 0
         self._flushes = self._failed = 0
-        self._queue: queue.SimpleQueue[_Rows | _Call | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Rows | Call | object] = queue.SimpleQueue()
         self._writer = self._db.cursor()
         self._thread = threading.Thread(target=self._run, name="flow-store", daemon=True)
         self._thread.start()
@@ -258,7 +172,7 @@ class FlowStore:
             if rows is not None:
                 self._pending += n
                 self._batches += 1
-                self._queue.put(_Rows(rows))
+                self._queue.put(Rows(rows))
         return True
 
     def _arrow(self, batch: FlowBatch, endpoints: Endpoints) -> pa.Table:
@@ -300,13 +214,13 @@ class FlowStore:
         )
         with self._lock:
             self._check_open_locked()
-            self._queue.put(_Rows(pa.table({}), table))
+            self._queue.put(Rows(pa.table({}), table))
 
     def _check_open_locked(self) -> None:
         if self._closed:
             raise StoreError("the flow store is closed")
 
-    # -- the writer thread --------------------------------------------------------------------
+    # -- hand-offs to the writer thread (``_writer.py``) ---------------------------------------
 
     def flush(self) -> None:
         """Return once every row accepted before this call is committed.  Raises
@@ -348,7 +262,7 @@ class FlowStore:
                 return
             self._closed = True
             self._lock.notify_all()
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         self._thread.join()
         self._writer.close()
         self._db.close()
@@ -356,7 +270,7 @@ class FlowStore:
             raise StoreError(f"flow store closed with {self._unsaved} rows it could not insert")
 
     def _call(self, fn: Callable[[], object]) -> object:
-        call = _Call(fn, threading.Event())
+        call = Call(fn, threading.Event())
         with self._lock:
             self._check_open_locked()
             self._queue.put(call)
@@ -364,168 +278,6 @@ class FlowStore:
         if call.error is not None:
             raise StoreError(f"flow store: {call.error}") from call.error
         return call.result
-
-    def _run(self) -> None:
-        pending: list[_Rows] = []
-        rows = 0
-        deadline: float | None = None
-        next_maintenance = (
-            None if self._maintenance_s is None else time.monotonic() + self._maintenance_s
-        )
-        while True:
-            wakes = [t for t in (deadline, next_maintenance) if t is not None]
-            timeout = max(0.0, min(wakes) - time.monotonic()) if wakes else None
-            try:
-                item = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                item = None
-            # Take the rows queued behind it too: under load one flush inserts them all,
-            # and DuckDB's insert uses more cores and commits less often for a large batch.
-            while isinstance(item, _Rows):
-                pending.append(item)
-                rows += item.table.num_rows
-                deadline = deadline or time.monotonic() + self._flush_interval_s
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    item = None
-            due = deadline is not None and time.monotonic() >= deadline
-            if item is _STOP or isinstance(item, _Call) or rows >= self._flush_rows or due:
-                try:
-                    self._flush(pending)
-                    pending, rows, deadline = [], 0, None
-                except Exception as exc:  # retried at the next deadline; flush() reports it
-                    deadline = time.monotonic() + self._flush_interval_s
-                    if isinstance(item, _Call):
-                        item.error = exc
-                        item.done.set()
-                        continue
-            if isinstance(item, _Call):
-                try:
-                    item.result = item.fn()
-                except Exception as exc:
-                    item.error = exc
-                item.done.set()
-            if item is _STOP:
-                self._unsaved = rows
-                return
-            if next_maintenance is not None and time.monotonic() >= next_maintenance:
-                try:
-                    self._maintain(int(self._clock() * 1000))
-                except Exception:
-                    log.exception("flow store maintenance failed; retried next interval")
-                next_maintenance = time.monotonic() + (self._maintenance_s or 0.0)
-
-    def _flush(self, pending: list[_Rows]) -> None:
-        """Insert ``pending`` in one transaction: new endpoints and rules, the rows of each
-        day, their rollup, messages.  On failure nothing is committed and the counters stay."""
-        if not pending:
-            return
-        tables = [p.table for p in pending if p.table.num_rows]
-        messages = [p.messages for p in pending if p.messages is not None]
-        with self._lock:
-            rules = self._rules[self._rules_stored :]
-        endpoints = [] if self._endpoints is None else self._endpoints.since(self._endpoints_stored)
-        w = self._writer
-        w.begin()
-        try:
-            self._insert(w, "endpoints", _endpoints_table(endpoints))
-            self._insert(w, "rules", _rules_table(rules, self._rules_stored))
-            flows = pa.concat_tables(tables) if tables else None
-            created = set() if flows is None else self._insert_flows(w, flows)
-            for table in messages:
-                self._insert(w, "messages", table)
-            w.commit()
-        except Exception:
-            w.rollback()
-            with self._lock:
-                self._failed += 1
-            raise
-        self._days |= created
-        self._endpoints_stored += len(endpoints)
-        n = 0 if flows is None else flows.num_rows
-        with self._lock:
-            self._rules_stored += len(rules)
-            self._pending -= n
-            self._stored += n
-            self._messages += sum(t.num_rows for t in messages)
-            self._flushes += 1
-            self._lock.notify_all()
-
-    @staticmethod
-    def _insert(w: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
-        if rows.num_rows:
-            w.register("pending", rows)
-            w.execute(f"INSERT INTO {table} SELECT * FROM pending")  # table: our own names
-            w.unregister("pending")
-
-    def _insert_flows(self, w: duckdb.DuckDBPyConnection, rows: pa.Table) -> set[int]:
-        """Insert ``rows`` into their day tables and their rollup; the days it created (the
-        caller adds them to ``_days`` once the transaction commits)."""
-        days = rows.column("start_ms").to_numpy() // DAY_MS
-        touched = np.unique(days).tolist()
-        created = set(touched) - self._days
-        for day in created:
-            w.execute(f"CREATE TABLE IF NOT EXISTS {_day_table(day)} ({_FLOW_DDL})")
-        if created:
-            w.execute(self._view_sql(self._days | created))
-        for day in touched:
-            part = rows if len(touched) == 1 else rows.filter(pa.array(days == day))
-            self._insert(w, _day_table(day), part)
-        w.register("pending", rows)
-        w.execute(f"INSERT INTO flows_rollup {ROLLUP_SELECT}")
-        w.unregister("pending")
-        return created
-
-    @staticmethod
-    def _view_sql(days: Iterable[int]) -> str:
-        parts = ["SELECT * FROM flows_template"]
-        parts += [f"SELECT * FROM {_day_table(day)}" for day in sorted(days)]
-        return "CREATE OR REPLACE VIEW flows AS " + " UNION ALL ".join(parts)
-
-    # -- maintenance (writer thread) ----------------------------------------------------------
-
-    def _maintain(self, now_ms: int) -> tuple[str, ...]:
-        """Retention and rollup merging as of ``now_ms``; see ``enforce_retention``."""
-        raw_cutoff = now_ms - self._retention_ms
-        expired = sorted(d for d in self._days if (d + 1) * DAY_MS <= raw_cutoff)
-        w = self._writer
-        w.begin()
-        try:
-            if expired:
-                w.execute(self._view_sql(self._days - set(expired)))
-                for day in expired:
-                    w.execute(f"DROP TABLE {_day_table(day)}")
-            w.execute("DELETE FROM messages WHERE received_ms < ?", [raw_cutoff])
-            w.execute(
-                "DELETE FROM flows_rollup WHERE bucket_ms < ?",
-                [now_ms - self._rollup_retention_ms],
-            )
-            merge_until = now_ms // ROLLUP_BUCKET_MS * ROLLUP_BUCKET_MS  # today is not over
-            if merge_until > self._merged_until_ms:
-                self._merge_rollups_locked(w, self._merged_until_ms, merge_until)
-            w.commit()
-        except Exception:
-            w.rollback()
-            raise
-        self._days -= set(expired)
-        self._merged_until_ms = max(self._merged_until_ms, merge_until)
-        return tuple(_day_table(day) for day in expired)
-
-    @staticmethod
-    def _merge_rollups_locked(w: duckdb.DuckDBPyConnection, since_ms: int, until_ms: int) -> None:
-        """One row per rollup key for the buckets in [since_ms, until_ms) (caller holds the
-        writer's transaction)."""
-        sums = ", ".join(f"sum({c})::UBIGINT" for c in ROLLUP_COUNTS)
-        where = "WHERE bucket_ms >= ? AND bucket_ms < ?"
-        w.execute(
-            "CREATE TEMP TABLE merged AS SELECT bucket_ms, src_ep, dst_ep, proto, dst_port, "
-            f"{sums} FROM flows_rollup {where} GROUP BY ALL",
-            [since_ms, until_ms],
-        )
-        w.execute(f"DELETE FROM flows_rollup {where}", [since_ms, until_ms])
-        w.execute("INSERT INTO flows_rollup SELECT * FROM merged")
-        w.execute("DROP TABLE merged")
 
     # -- queries (any thread, own cursor) -----------------------------------------------------
 
@@ -594,29 +346,3 @@ def _metric(text: str) -> Metric:
         return Metric(text)
     except ValueError:
         raise FilterError("metric", text, "is not a metric", [m.value for m in Metric]) from None
-
-
-def _endpoints_table(endpoints: Sequence[Endpoint]) -> pa.Table:
-    tags = pa.map_(pa.string(), pa.list_(pa.string()))
-    return pa.table(
-        {
-            "id": pa.array([e.id for e in endpoints], pa.int32()),
-            "workload": pa.array([e.workload for e in endpoints], pa.string()),
-            "project": pa.array([e.project for e in endpoints], pa.string()),
-            "tags": pa.array(
-                [[(k, sorted(v)) for k, v in e.tags.items()] for e in endpoints], tags
-            ),
-        }
-    )
-
-
-def _rules_table(rules: Sequence[RuleRef], first_id: int) -> pa.Table:
-    return pa.table(
-        {
-            "id": pa.array(range(first_id + 1, first_id + 1 + len(rules)), pa.int32()),
-            **{
-                name: pa.array([getattr(r, name) for r in rules], pa.string())
-                for name in ("tier", "policy_set", "policy", "rule")
-            },
-        }
-    )

@@ -3,10 +3,11 @@ changes (DESIGN §3: never a cartesian product).
 
 Pipeline, in the words of cilium's ``resolve.go``: **resolve** endpoint forms into global
 address sets through a tag index (``_index.py``), **distill** per host the policy-set blocks
-that apply to its local workloads (``_compile.py``), trimming each host's rules, sets and tag
-maps to what its local workloads can match (``_trim.py``), **diff** new intent into deltas
-for the hosts it affects (fast paths in ``_compile.py``, generic ``_diff.py``).  ``Program``
-types live here (``_program.py``); data paths import them, never the reverse.
+that apply to its local workloads (both in ``_distill.py``), trimming each host's rules, sets
+and tag maps to what its local workloads can match (``_trim.py``), **diff** new intent into
+deltas for the hosts it affects (``Compiler.update`` and its fast paths in ``_compile.py``,
+per-host snapshots, deltas and re-tests in ``_deliver.py``, generic ``_diff.py``).
+``Program`` types live here (``_program.py``); data paths import them, never the reverse.
 
 Programs and deltas travel as JSON (``_wire.py``).
 
