@@ -33,12 +33,13 @@ from hypothesis import strategies as st
 
 from tagwall._netns import NETNS_DIR, entered
 from tagwall.agent._conntrack import (
+    ConntrackBatch,
     ConntrackEvent,
     ConntrackReader,
     EventKind,
     FiveTuple,
-    _event,
 )
+from tagwall.agent._ctdecode import decode
 
 WHY_NOT = (
     "needs root (network namespaces, nftables)"
@@ -51,14 +52,14 @@ pytestmark = [pytest.mark.privileged, pytest.mark.skipif(WHY_NOT is not None, re
 
 PREFIX = "twfr-"
 CLIENT, SERVER = "10.77.1.2", "10.77.2.2"
-TCP_PORT, UDP_PORT, LONG_PORT, OTHER_PORT = 7000, 7001, 7002, 7003
+TCP_PORT, UDP_PORT, LONG_PORT, OTHER_PORT, BATCH_PORT = 7000, 7001, 7002, 7003, 7004
 TCP_MARK, UDP_MARK = 0xC0FFEE01, 0x0000ABCD
 RULES = f"""
 table inet twfr {{
   chain forward {{
     type filter hook forward priority 0; policy accept;
     ct state new tcp dport {{ {TCP_PORT}, {LONG_PORT} }} ct mark set {TCP_MARK:#x}
-    ct state new udp dport {UDP_PORT} ct mark set {UDP_MARK:#x}
+    ct state new udp dport {{ {UDP_PORT}, {BATCH_PORT} }} ct mark set {UDP_MARK:#x}
   }}
 }}
 """
@@ -276,6 +277,36 @@ def test_new_and_destroy_events_carry_counters_mark_and_times(net: Net) -> None:
     assert {e.flow.dport for e in udp_ends} == {UDP_PORT}
 
 
+def test_destroys_that_arrive_together_come_as_one_batch_of_columns(net: Net) -> None:
+    """A flush of N UDP flows: their DESTROYs come in batches (``batches()``), decoded as
+    columns from the kernel's own messages, with the rule's mark and the counters (one
+    20-byte datagram each way: 48 IP bytes)."""
+    n = 24
+    stop = threading.Event()
+    udp_echo(net.server, "0.0.0.0", BATCH_PORT, stop)
+    reader = ConntrackReader(net.host, include_new=False)
+    items: list[ConntrackEvent | ConntrackBatch] = []
+    thread = threading.Thread(target=lambda: items.extend(reader.batches()), daemon=True)
+    try:
+        thread.start()
+        ports = {udp_exchange(net.client, SERVER, BATCH_PORT, b"b" * 20) for _ in range(n)}
+        sh("ip", "netns", "exec", net.host, "conntrack", "-F")
+
+        def ends() -> list[ConntrackEvent]:
+            found = [b for b in list(items) if isinstance(b, ConntrackBatch)]
+            return [e for b in found for e in b.events() if e.flow.sport in ports]
+
+        wait_for(lambda: len(ends()) >= n)
+    finally:
+        stop.set()
+        reader.close()
+        thread.join(timeout=5)
+    batches = [b for b in items if isinstance(b, ConntrackBatch)]
+    # Columns, not walked; the first DESTROY may wake the reader on its own (a run of 1).
+    assert sum(len(g) for b in batches for g in b.groups) >= n - 2
+    assert {(e.mark, e.packets_orig, e.bytes_orig) for e in ends()} == {(UDP_MARK, 1, 48)}
+
+
 def test_a_long_lived_flow_appears_in_every_snapshot_with_growing_counters(net: Net) -> None:
     """An open connection has no DESTROY; each snapshot shows what it carried so far."""
     with entered(net.server):
@@ -381,7 +412,7 @@ def _destroy_message() -> bytes:
 
 
 def test_a_message_decodes_to_its_event() -> None:
-    assert _event(EventKind.DESTROY, _destroy_message(), 5) == ConntrackEvent(
+    assert decode(EventKind.DESTROY, _destroy_message(), 5) == ConntrackEvent(
         kind=EventKind.DESTROY,
         ct_id=4242,
         flow=FiveTuple("10.0.0.1", "10.0.0.2", 6, 40000, 80),
@@ -402,5 +433,5 @@ def test_a_message_decodes_to_its_event() -> None:
 def test_any_bytes_decode_to_an_event_or_none(junk: bytes, cut: int) -> None:
     """Truncated or garbled messages never raise: the reader counts them and goes on."""
     for data in (_destroy_message()[:cut] + junk, _destroy_message()[:20] + junk):
-        event = _event(EventKind.DESTROY, data, 0)
+        event = decode(EventKind.DESTROY, data, 0)
         assert event is None or isinstance(event, ConntrackEvent)

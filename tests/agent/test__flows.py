@@ -8,15 +8,22 @@ back.  Decision ids: egress 7 is the web's ``to-db`` allow, ingress 3 the databa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tagwall.agent._conntrack import ConntrackEvent, EventKind, FiveTuple
-from tagwall.agent._flows import FlowAssembler, end_decision
+from tagwall.agent._ctdecode import ConntrackBatch, decode_destroys
+from tagwall.agent._flows import FlowAssembler, end_decision, report_payload
 from tagwall.agent._nflog import NflogRecord
 from tagwall.control import EndDecision, FlowReport
 from tagwall.datapath import CounterKey
 from tagwall.datapath._nft_decisions import DECISION_ISOLATED, DECISION_POSTURE
 from tagwall.model import Action, Ref, Tier, TrafficDirection
+
+from .support import message, messages
 
 EGRESS, INGRESS = TrafficDirection.EGRESS, TrafficDirection.INGRESS
 SHOP = Ref("apps", "shop")
@@ -418,3 +425,106 @@ def test_end_decision_of_the_defaults_names_them_as_the_policy_with_no_rule() ->
     assert end_decision(deny_posture) == EndDecision(
         "deny", "posture", None, "default-posture", None
     )
+
+
+# -- a batch of DESTROY events ------------------------------------------------------------------
+
+
+def via(labels: int) -> tuple[str, ...]:
+    return (f"fw-{labels % 3}/fw-a", "fw-9/fw-b") if labels % 2 else ()
+
+
+def both() -> tuple[FlowAssembler, FlowAssembler]:
+    return FlowAssembler(decide, via), FlowAssembler(decide, via)
+
+
+def one_by_one(flows: FlowAssembler, batch: ConntrackBatch) -> list[bytes]:
+    return [report_payload(r) for e in batch.events() for r in flows.conntrack(e)]
+
+
+def assert_same(fast: FlowAssembler, slow: FlowAssembler, batch: ConntrackBatch) -> list[bytes]:
+    """``conntrack_batch`` reports what ``conntrack`` of each event does, byte for byte, and
+    leaves the assembler in the same state."""
+    payloads = fast.conntrack_batch(batch)
+    assert sorted(payloads) == sorted(one_by_one(slow, batch))
+    assert (fast.unknown_decisions, fast.untracked, fast.open_flows) == (
+        slow.unknown_decisions,
+        slow.untracked,
+        slow.open_flows,
+    )
+    assert fast.tracked() == slow.tracked()
+    return payloads
+
+
+def test_a_batch_of_untracked_destroys_is_their_reports_in_wire_form() -> None:
+    """Twenty connections that began and ended between snapshots: twenty reports, the JSON
+    ``FlowReport.to_wire`` gives, decisions from the mark's halves, ``via`` from the label."""
+    run = [message(ct_id=i, ports=(40000 + i, 5432), labels=i % 2) for i in range(20)]
+    fast, slow = both()
+    payloads = assert_same(fast, slow, decode_destroys(run, T0, min_columnar=8))
+    assert len(payloads) == 20
+    report = FlowReport.from_wire(json.loads(payloads[1]))
+    assert report == FlowReport(
+        start_ms=1000,
+        end_ms=3000,
+        src="10.0.0.1",
+        dst="10.0.0.2",
+        proto=6,
+        sport=40001,
+        dport=5432,
+        packets=3,
+        bytes=180,
+        rpackets=2,
+        rbytes=120,
+        egress=end_decision(TO_DB),
+        ingress=end_decision(FROM_WEB),
+        via=("fw-1/fw-a", "fw-9/fw-b"),
+    )
+    assert payloads[1] == report_payload(report)
+
+
+def test_a_batch_reports_tracked_flows_from_their_last_report_and_ignores_mark_zero() -> None:
+    """Flows a snapshot reported go on from that report; mark 0 is not tagwall's; an id the
+    batch holds twice sends the batch one event at a time, in order."""
+    run = [message(ct_id=i, mark=0 if i % 5 == 0 else 0x0007_0003) for i in range(1, 21)]
+    fast, slow = both()
+    for flows in (fast, slow):
+        for i in (2, 3, 4):
+            event = ct(EventKind.SNAPSHOT, 0.5, (1, 60, 1, 60), ct_id=i, tcp_state=7)
+            assert len(flows.conntrack(event)) == 1
+    payloads = assert_same(fast, slow, decode_destroys(run, T0, min_columnar=8))
+    assert len(payloads) == 16 and fast.open_flows == 0
+    again = decode_destroys([message(ct_id=7), message(ct_id=7)] * 4, T0, min_columnar=2)
+    assert len(assert_same(fast, slow, again)) == 8
+    unknown = [message(ct_id=100 + i, mark=0x002A_0003) for i in range(10)]
+    assert len(assert_same(fast, slow, decode_destroys(unknown, T0, min_columnar=8))) == 10
+    assert fast.unknown_decisions == 10  # each report's unknown end, as ``conntrack`` counts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(messages(st.integers(1, 2**32 - 1)), max_size=30),
+    st.integers(1, 9),
+    st.lists(st.tuples(st.integers(0, 29), st.sampled_from(["new", "snapshot", "restored"]))),
+    st.integers(1, 40),
+)
+def test_any_batch_is_reported_as_its_events_one_by_one(
+    run: list[bytes], min_columnar: int, seen: list[tuple[int, str]], max_flows: int
+) -> None:
+    """Whatever the run (protocols, families, absent counters or times, labels, unknown
+    decisions, duplicate ids) and whatever the assembler followed before (NEW, a snapshot
+    that reported, a restored row, ``max_flows`` reached)."""
+    batch = decode_destroys(run, T0, min_columnar=min_columnar)
+    events = batch.events()
+    fast, slow = (FlowAssembler(decide, via, max_flows=max_flows) for _ in range(2))
+    for which, how in seen:
+        if not events:
+            break
+        event = events[which % len(events)]
+        for flows in (fast, slow):
+            if how == "restored":
+                flows.restore([[event.ct_id, T0, T0, 1, 2, 3, 4]], T0)
+            else:
+                kind = EventKind.NEW if how == "new" else EventKind.SNAPSHOT
+                flows.conntrack(dataclasses.replace(event, kind=kind, tcp_state=7))
+    assert_same(fast, slow, batch)

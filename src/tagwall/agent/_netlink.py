@@ -111,6 +111,11 @@ class NetlinkReader:
             return None
         return bool(ready)
 
+    def _pause(self, seconds: float) -> bool:
+        """Sleep ``seconds``; False as soon as ``close()`` was called (stop iterating)."""
+        ready, _, _ = select.select([self._wake], [], [], seconds)
+        return not ready and not self._closed
+
     def _recv_nowait(self, sock: socket.socket) -> bytes | None:
         """One datagram, or None when there is none or the buffer overflowed (counted)."""
         try:

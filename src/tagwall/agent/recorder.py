@@ -4,7 +4,8 @@ the controller's analytics out, through a spool on disk.
 Threads (each loop is a daemon thread; ``stop`` ends them all):
 
 * ``conntrack`` and ``nflog`` read the kernel (``ConntrackReader``, ``NflogReader`` on group
-  ``LOG_GROUP``) and feed the ``FlowAssembler`` under ``_lock``;
+  ``LOG_GROUP``) and feed the ``FlowAssembler`` under ``_lock``; DESTROY events come in
+  batches (``ConntrackReader.batches``), which the assembler turns into spool payloads;
 * ``spooler`` every ``flush_interval_s`` appends the reports assembled since (one fsync per
   batch) and ends the denied bursts that are over;
 * ``shipper`` sends the spool's oldest records to the first controller that answers
@@ -26,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -34,11 +35,11 @@ from typing import Protocol, TypeVar
 import httpx
 
 from ..compiler import Program
-from ..control import REPORTS_PATH, EndDecision, FlowReport
+from ..control import REPORTS_PATH, EndDecision
 from ..datapath import LOG_GROUP, CounterKey
 from ..model import TrafficDirection
-from ._conntrack import ConntrackEvent, ConntrackReader
-from ._flows import FlowAssembler, end_decision
+from ._conntrack import ConntrackBatch, ConntrackEvent, ConntrackReader
+from ._flows import FlowAssembler, end_decision, report_payload
 from ._nflog import NflogReader, NflogRecord
 from ._spool import Spool, SpoolRecord, SpoolStatistics, fsync_dir
 
@@ -112,7 +113,9 @@ class FlowRecorder:
         self._nflog = NflogReader(LOG_GROUP, netns)
         self._flush_s, self._batch, self._retry_s = flush_interval_s, batch, retry_s
         self._lock = threading.Lock()
-        self._ready: list[FlowReport] = []
+        # Reports assembled and not yet spooled, as their spool payloads (``report_payload``):
+        # DESTROY batches come out of the assembler in that form, without a ``FlowReport``.
+        self._ready: list[bytes] = []
         self._reports = self._shipped = 0
         self._controller: str | None = None
         self._stopping = threading.Event()
@@ -140,7 +143,7 @@ class FlowRecorder:
             if thread.is_alive():
                 thread.join()
         with self._lock:
-            self._ready.extend(self._assembler.drain())
+            self._ready += map(report_payload, self._assembler.drain())
             tracked = self._assembler.tracked()
         self._spool_ready()
         self._spool.close()
@@ -181,26 +184,29 @@ class FlowRecorder:
             log.warning("%s unreadable, open flows start from zero: %s", self._tracked_file, exc)
 
     def _read_conntrack(self) -> None:
-        def each(event: ConntrackEvent) -> None:
+        def each(item: ConntrackEvent | ConntrackBatch) -> None:
             with self._lock:
-                self._ready.extend(self._assembler.conntrack(event))
+                if isinstance(item, ConntrackBatch):
+                    self._ready += self._assembler.conntrack_batch(item)
+                else:
+                    self._ready += map(report_payload, self._assembler.conntrack(item))
 
-        self._read("conntrack", self._conntrack, each)
+        self._read("conntrack", self._conntrack.batches, each)
 
     def _read_nflog(self) -> None:
         def each(record: NflogRecord) -> None:
             with self._lock:
                 self._assembler.denied(record)
 
-        self._read("NFLOG", self._nflog, each)
+        self._read("NFLOG", self._nflog.__iter__, each)
 
-    def _read(self, what: str, reader: Iterable[T], each: Callable[[T], None]) -> None:
-        """Iterate ``reader`` until ``stop``; a failed read (a snapshot the kernel refused,
+    def _read(self, what: str, items: Callable[[], Iterator[T]], each: Callable[[T], None]) -> None:
+        """Iterate ``items()`` until ``stop``; a failed read (a snapshot the kernel refused,
         say) is logged and reading starts again a second later: flows are never left
         unrecorded because one read went wrong."""
         while not self._stopping.is_set():
             try:
-                for item in reader:
+                for item in items():
                     each(item)
                 return  # closed by ``stop``
             except OSError as exc:
@@ -210,7 +216,7 @@ class FlowRecorder:
     def _spool_loop(self) -> None:
         while not self._stopping.wait(self._flush_s):
             with self._lock:
-                self._ready.extend(self._assembler.expire(time.time_ns()))
+                self._ready += map(report_payload, self._assembler.expire(time.time_ns()))
             self._spool_ready()
 
     def _spool_ready(self) -> None:
@@ -218,9 +224,7 @@ class FlowRecorder:
             ready, self._ready = self._ready, []
             self._reports += len(ready)
         if ready:
-            self._spool.append(
-                json.dumps(r.to_wire(), separators=(",", ":")).encode() for r in ready
-            )
+            self._spool.append(ready)
 
     # -- shipping --------------------------------------------------------------------------
 
