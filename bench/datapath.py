@@ -156,10 +156,18 @@ def lab_documents() -> list[dict[str, Any]]:
     ]
 
 
-def _random_rule(rng: random.Random, index: int) -> dict[str, Any]:
+def _random_rule(rng: random.Random, index: int, direction: str) -> dict[str, Any]:
+    """A random tier rule whose local side is the lab workload of ``direction``'s host (the
+    client's tier at egress, the server's at ingress): the compiler keeps only rules whose
+    local side matches a workload of the host, and every rule must be on the SYN's way."""
     # No pass: a flat chain (the legacy baseline) has no tiers to pass to.
     actions = ["allow"] * 7 + ["deny", "reject"]
-    return tier_rule(rng, index, services=SERVICES, actions=actions, p_group=0.2, p_label=0.3)
+    rule = tier_rule(rng, index, services=SERVICES, actions=actions, p_group=0.2, p_label=0.3)
+    if direction == "egress":
+        rule["from"] = {"tags": "tier=web"}
+    else:
+        rule["to"] = {"tags": "tier=app"}
+    return rule
 
 
 def intent_documents(members: int, rules: int) -> list[dict[str, Any]]:
@@ -197,7 +205,7 @@ def intent_documents(members: int, rules: int) -> list[dict[str, Any]]:
             # Spread per_direction rules over the sets; the last set ends with the allow rule.
             count = per_direction // sets + (1 if s < per_direction % sets else 0)
             last = s == sets - 1
-            body = [_random_rule(rng, r) for r in range(count - 1 if last else count)]
+            body = [_random_rule(rng, r, direction) for r in range(count - 1 if last else count)]
             name = f"{direction}{s}"
             policies: list[dict[str, Any]] = [{"name": name, "sequence": 10}]
             if last:
