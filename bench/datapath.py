@@ -406,7 +406,7 @@ def _connector(
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """SIGINT and SIGTERM ignored inside: a second Ctrl-C must not cut a cleanup short."""
     held = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.signal(s, signal.SIG_IGN) for s in held}
@@ -424,7 +424,7 @@ def _processes() -> Iterator[list[multiprocessing.process.BaseProcess]]:
     try:
         yield procs
     finally:
-        with _signals_held():
+        with signals_held():
             for p in procs:
                 if p.is_alive():
                     p.kill()
@@ -494,7 +494,7 @@ def iperf3(client_ns: str, server_ns: str, seconds: float, udp: bool) -> dict[st
         end: dict[str, Any] = report["end"]
         return end
     finally:
-        with _signals_held():
+        with signals_held():
             # iperf3 -1 ends after its one test; only a failed run leaves it waiting.
             with contextlib.suppress(subprocess.TimeoutExpired):
                 server.wait(5)
@@ -702,19 +702,22 @@ def run_variants(
 
 
 @contextlib.contextmanager
-def built_lab(docs: list[Document], name: str, state_dir: Path) -> Iterator[LabState]:
-    """The lab, removed however the block ends (also on Ctrl-C or SIGTERM)."""
+def built_lab(
+    docs: list[Document], name: str, state_dir: Path, *, agents: bool = False
+) -> Iterator[LabState]:
+    """The lab (one controller; agents only with ``agents``), removed however the block
+    ends (also on Ctrl-C or SIGTERM)."""
 
     def interrupted(signum: int, _: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
-        state = up(docs, lab=name, state_dir=state_dir, controllers=1, agents=False, progress=say)
+        state = up(docs, lab=name, state_dir=state_dir, controllers=1, agents=agents, progress=say)
         try:
             yield state
         finally:
-            with _signals_held():
+            with signals_held():
                 say(f"removing lab {name} …")
                 down(lab=name, state_dir=state_dir)
     finally:
@@ -786,7 +789,7 @@ def _run(args: argparse.Namespace, variants: tuple[str, ...]) -> tuple[Runs, dic
             try:
                 runs, extra = run_variants(lab, programs, variants, args)
             finally:
-                with _signals_held():
+                with signals_held():
                     _clear(lab, args.iptables)
     return runs, extra, sizes
 

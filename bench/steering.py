@@ -69,7 +69,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -89,17 +88,18 @@ from datapath import (
     PORT,
     SERVER,
     SERVER_IP,
+    built_lab,
     iperf3,
     lab_documents,
     read_manifests,
+    signals_held,
     tcp_gbps,
 )
 
 from tagwall._netns import entered
 from tagwall.compiler import Compiler
 from tagwall.datapath import NftDatapath, nft_cleanup
-from tagwall.lab import LabState, check_lab_name, down, up
-from tagwall.model import Document
+from tagwall.lab import LabState, check_lab_name
 from tagwall.model import load as load_config
 
 FORWARDER, INSTANCE = "bench-fwd", "fwd-1"
@@ -196,38 +196,6 @@ def failover_documents(interval_s: float, failures: int) -> list[dict[str, Any]]
 
 
 # -- the labs ---------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM ignored inside: a second Ctrl-C must not cut a cleanup short."""
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in held}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-@contextlib.contextmanager
-def built_lab(docs: list[Document], name: str, state_dir: Path, agents: bool) -> Iterator[LabState]:
-    """The lab, removed however the block ends (also on Ctrl-C or SIGTERM)."""
-
-    def interrupted(signum: int, _: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupted)
-    try:
-        state = up(docs, lab=name, state_dir=state_dir, controllers=1, agents=agents, progress=say)
-        try:
-            yield state
-        finally:
-            with _signals_held():
-                say(f"removing lab {name} …")
-                down(lab=name, state_dir=state_dir)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _ip(ns: str, *argv: str, check: bool = True) -> str:
@@ -355,7 +323,7 @@ def measure_throughput(args: argparse.Namespace, here: Path) -> dict[str, Any]:
         try:
             return run_rounds(lab, compilers, args)
         finally:
-            with _signals_held():
+            with signals_held():
                 clear(lab)
 
 

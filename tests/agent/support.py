@@ -1,11 +1,17 @@
-"""ctnetlink messages as the kernel lays them out, for the decoder and assembler tests, and a
-hypothesis strategy of them."""
+"""What the agent's reader tests share: ctnetlink messages as the kernel lays them out (and a
+hypothesis strategy of them), a netlink reader iterated by a thread, and waiting for a
+condition."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import struct
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from hypothesis import strategies as st
 
@@ -122,3 +128,35 @@ def messages(draw: st.DrawFn, ct_ids: st.SearchStrategy[int] = FEW_IDS) -> bytes
         tcp_state=draw(st.integers(0, 10)) if proto == 6 else None,
         labels=draw(st.none() | st.sampled_from([0, 1, 2**64, 2**127 + 5])),
     )
+
+
+class Reader(Protocol):
+    """What ``ConntrackReader`` and ``NflogReader`` share."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+R = TypeVar("R", bound=Reader)
+
+
+@contextlib.contextmanager
+def iterated(reader: R) -> Iterator[tuple[R, list[Any]]]:
+    """``reader`` iterated by a thread into a list; closed (and the thread joined) after."""
+    seen: list[Any] = []
+    thread = threading.Thread(target=lambda: seen.extend(reader), daemon=True)
+    thread.start()
+    try:
+        yield reader, seen
+    finally:
+        reader.close()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "close() did not stop the iterator"
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

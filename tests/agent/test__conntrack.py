@@ -20,16 +20,13 @@ import os
 import secrets
 import shutil
 import socket
-import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tagwall._netns import NETNS_DIR, entered
 from tagwall.agent._conntrack import (
@@ -39,7 +36,8 @@ from tagwall.agent._conntrack import (
     EventKind,
     FiveTuple,
 )
-from tagwall.agent._ctdecode import decode
+
+from .support import iterated, wait_for
 
 WHY_NOT = (
     "needs root (network namespaces, nftables)"
@@ -126,28 +124,10 @@ def net() -> Iterator[Net]:
         yield Net(ns["c"], host, ns["s"], ns["o"])
 
 
-@contextlib.contextmanager
 def reading(
     netns: str, snapshot_interval_s: float = 30.0
-) -> Iterator[tuple[ConntrackReader, list[ConntrackEvent]]]:
-    """A reader iterated by a thread into a list; closed (and the thread joined) after."""
-    reader = ConntrackReader(netns, snapshot_interval_s=snapshot_interval_s)
-    seen: list[ConntrackEvent] = []
-    thread = threading.Thread(target=lambda: seen.extend(reader), daemon=True)
-    thread.start()
-    try:
-        yield reader, seen
-    finally:
-        reader.close()
-        thread.join(timeout=5)
-        assert not thread.is_alive(), "close() did not stop the iterator"
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+) -> contextlib.AbstractContextManager[tuple[ConntrackReader, list[ConntrackEvent]]]:
+    return iterated(ConntrackReader(netns, snapshot_interval_s=snapshot_interval_s))
 
 
 def tcp_server(ns: str, port: int, reply: bytes, stop: threading.Event) -> threading.Thread:
@@ -368,70 +348,3 @@ def test_close_releases_the_socket_and_stops_iteration(net: Net) -> None:
     reader.close()
     with pytest.raises(RuntimeError, match="closed"):
         iter(reader).__next__()
-
-
-# -- the decoder on its own ---------------------------------------------------------------------
-
-
-def _attr(kind: int, value: bytes) -> bytes:
-    length = 4 + len(value)
-    return struct.pack("=HH", length, kind) + value + bytes(-length % 4)
-
-
-def _nest(kind: int, *children: bytes) -> bytes:
-    return _attr(kind | 0x8000, b"".join(children))
-
-
-def _destroy_message() -> bytes:
-    """A DESTROY laid out as this kernel sends one: 10.0.0.1:40000 → 10.0.0.2:80/tcp, mark
-    0x00070003, 3 packets / 180 bytes out, 2 / 120 back, started at 1 s, stopped at 3 s."""
-    attrs = b"".join(
-        (
-            _nest(
-                1,  # CTA_TUPLE_ORIG
-                _nest(1, _attr(1, bytes([10, 0, 0, 1])), _attr(2, bytes([10, 0, 0, 2]))),
-                _nest(
-                    2,
-                    _attr(1, b"\x06"),
-                    _attr(2, (40000).to_bytes(2, "big")),
-                    _attr(3, (80).to_bytes(2, "big")),
-                ),
-            ),
-            _nest(4, _nest(1, _attr(1, b"\x07"))),  # CTA_PROTOINFO → TCP → TIME_WAIT
-            _attr(8, (0x00070003).to_bytes(4, "big")),  # CTA_MARK
-            _nest(9, _attr(1, (3).to_bytes(8, "big")), _attr(2, (180).to_bytes(8, "big"))),
-            _nest(10, _attr(1, (2).to_bytes(8, "big")), _attr(2, (120).to_bytes(8, "big"))),
-            _attr(12, (4242).to_bytes(4, "big")),  # CTA_ID
-            _nest(
-                20, _attr(1, (10**9).to_bytes(8, "big")), _attr(2, (3 * 10**9).to_bytes(8, "big"))
-            ),
-        )
-    )
-    header = struct.pack("=IHHII", 16 + 4 + len(attrs), 1 << 8 | 2, 0, 0, 0)
-    return header + bytes([2, 0, 0, 0]) + attrs
-
-
-def test_a_message_decodes_to_its_event() -> None:
-    assert decode(EventKind.DESTROY, _destroy_message(), 5) == ConntrackEvent(
-        kind=EventKind.DESTROY,
-        ct_id=4242,
-        flow=FiveTuple("10.0.0.1", "10.0.0.2", 6, 40000, 80),
-        mark=0x00070003,
-        packets_orig=3,
-        bytes_orig=180,
-        packets_reply=2,
-        bytes_reply=120,
-        start_ns=10**9,
-        stop_ns=3 * 10**9,
-        observed_ns=5,
-        tcp_state=7,
-    )
-
-
-@settings(max_examples=500, deadline=None)
-@given(st.binary(max_size=300), st.integers(min_value=0, max_value=400))
-def test_any_bytes_decode_to_an_event_or_none(junk: bytes, cut: int) -> None:
-    """Truncated or garbled messages never raise: the reader counts them and goes on."""
-    for data in (_destroy_message()[:cut] + junk, _destroy_message()[:20] + junk):
-        event = decode(EventKind.DESTROY, data, 0)
-        assert event is None or isinstance(event, ConntrackEvent)

@@ -1,6 +1,6 @@
-"""The ctnetlink decoder on its own: a run of DESTROY messages decoded column by column is
-what decoding each message says, for any messages (well-formed, garbled, truncated), and
-the columns are used where the layout repeats."""
+"""The ctnetlink decoder on its own: one message decodes to its event, garbled or truncated
+bytes to None; a run of DESTROY messages decoded column by column is what decoding each
+message says, for any messages, and the columns are used where the layout repeats."""
 
 from __future__ import annotations
 
@@ -134,3 +134,29 @@ def test_garbled_and_truncated_runs_decode_as_each_message_does(
     for which, at in cuts:
         del run[which % len(run)][at:]
     agrees([bytes(data) for data in run], min_columnar=2)
+
+
+def test_a_message_decodes_to_its_event() -> None:
+    assert decode(EventKind.DESTROY, message(), 5) == ConntrackEvent(
+        kind=EventKind.DESTROY,
+        ct_id=4242,
+        flow=FiveTuple("10.0.0.1", "10.0.0.2", 6, 40000, 80),
+        mark=0x00070003,
+        packets_orig=3,
+        bytes_orig=180,
+        packets_reply=2,
+        bytes_reply=120,
+        start_ns=10**9,
+        stop_ns=3 * 10**9,
+        observed_ns=5,
+        tcp_state=7,
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=400))
+def test_any_bytes_decode_to_an_event_or_none(junk: bytes, cut: int) -> None:
+    """Truncated or garbled messages never raise: the reader counts them and goes on."""
+    for data in (message()[:cut] + junk, message()[:20] + junk):
+        event = decode(EventKind.DESTROY, data, 0)
+        assert event is None or isinstance(event, ConntrackEvent)

@@ -10,15 +10,16 @@ import secrets
 import shutil
 import socket
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tagwall._netns import NETNS_DIR, entered
 from tagwall.agent._conntrack import FiveTuple
 from tagwall.agent._nflog import NflogReader, NflogRecord, parse_packet
+
+from .support import iterated, wait_for
 
 WHY_NOT = (
     "needs root (network namespaces, nftables)"
@@ -82,25 +83,10 @@ def ns() -> Iterator[dict[str, str]]:
         yield names
 
 
-@contextlib.contextmanager
-def reading(netns: str) -> Iterator[tuple[NflogReader, list[NflogRecord]]]:
-    reader = NflogReader(GROUP, netns, flush_timeout_s=0.01)
-    seen: list[NflogRecord] = []
-    thread = threading.Thread(target=lambda: seen.extend(reader), daemon=True)
-    thread.start()
-    try:
-        yield reader, seen
-    finally:
-        reader.close()
-        thread.join(timeout=5)
-        assert not thread.is_alive(), "close() did not stop the iterator"
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+def reading(
+    netns: str,
+) -> contextlib.AbstractContextManager[tuple[NflogReader, list[NflogRecord]]]:
+    return iterated(NflogReader(GROUP, netns, flush_timeout_s=0.01))
 
 
 def send_udp(netns: str, family: socket.AddressFamily, dst: str, payload: bytes) -> int:

@@ -40,6 +40,7 @@ from ipaddress import ip_address
 
 import pytest
 
+from tagwall._checksum import internet_checksum
 from tagwall._netns import NETNS_DIR, entered
 from tagwall.compiler import Compiler
 from tagwall.datapath import SimDatapath, SimNetwork
@@ -291,22 +292,13 @@ def probe(topo: Topology, src: str, dst: str, service: FlowService) -> str:
             raise
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 def _ping(sock: socket.socket, dst: str, service: FlowService) -> str:
     v6 = service.protocol is Protocol.ICMPV6
     ident = secrets.randbelow(0xFFFF)
     kind = service.icmp_type if service.icmp_type is not None else (128 if v6 else 8)
     header = struct.pack("!BBHHH", kind, 0, 0, ident, 1) + b"tagwall"
     if not v6:  # the kernel computes ICMPv6 checksums itself
-        header = header[:2] + struct.pack("!H", _checksum(header)) + header[4:]
+        header = header[:2] + struct.pack("!H", internet_checksum(header)) + header[4:]
     sock.sendto(header, (dst, 0))
     reply, unreachable = (129, 1) if v6 else (0, 3)
     deadline = time.monotonic() + PROBE_TIMEOUT_S

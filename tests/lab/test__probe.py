@@ -1,17 +1,14 @@
 """The probe's pure parts (``tagwall.lab._probe``): which addresses each pair uses, what it
-refuses, the ICMP checksum.  Real packets: test_probe_privileged.py."""
+refuses.  Real packets: test_probe_privileged.py."""
 
 from __future__ import annotations
 
 import ipaddress
-import struct
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from tagwall.lab import LabError, LabWorkload, probe_pairs
-from tagwall.lab._probe import _attempts, _checksum
+from tagwall.lab._probe import _attempts
 from tagwall.model import parse_flow_service
 
 
@@ -55,11 +52,3 @@ def test_icmp_needs_an_ipv4_source_and_icmpv6_an_ipv6_one() -> None:
 def test_services_the_probe_cannot_ask_for_are_refused(service: str, match: str) -> None:
     with pytest.raises(LabError, match=match):
         probe_pairs([_w("a", "10.0.0.1")], parse_flow_service(service))
-
-
-@given(st.binary(max_size=64))
-def test_a_packet_with_its_checksum_in_place_sums_to_zero(payload: bytes) -> None:
-    header = struct.pack("!BBHHH", 8, 0, 0, 0x1234, 7)
-    packet = header + payload
-    summed = header[:2] + struct.pack("!H", _checksum(packet)) + header[4:] + payload
-    assert _checksum(summed) == 0

@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .._checksum import internet_checksum
 from .._netns import entered
 from ..compiler import LocalInterface, LocalService, Program
 from ..errors import TagwallError
@@ -233,7 +234,7 @@ class HealthMonitor:
             await _echo(self.netns, address)
             await _echo(self.netns, _ipv4(target.right))
         elif check.type is HealthCheckType.TCP:
-            writer = await _connect(self.netns, address, check.port or _DEFAULT_PORT)
+            _, writer = await _connect(self.netns, address, check.port or _DEFAULT_PORT)
             writer.close()
         else:
             await _http_get(self.netns, address, check.port or _DEFAULT_PORT, check.path)
@@ -281,21 +282,12 @@ def _socket(netns: str | None, *args: int) -> socket.socket:
 # -- probes ------------------------------------------------------------------------------------
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
 async def _echo(netns: str | None, address: str) -> None:
     """One ICMP echo to ``address``, answered (raw socket: the agent runs as root)."""
     ident, seq = os.getpid() & 0xFFFF, int(time.monotonic() * 1000) & 0xFFFF
     payload = b"tagwall-health"
     header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) + payload
+    packet = struct.pack("!BBHHH", 8, 0, internet_checksum(header + payload), ident, seq) + payload
     loop = asyncio.get_running_loop()
     with _socket(netns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
         await loop.sock_sendto(sock, packet, (address, 0))
@@ -307,25 +299,20 @@ async def _echo(netns: str | None, address: str) -> None:
                 return
 
 
-async def _connect(netns: str | None, address: str, port: int) -> asyncio.StreamWriter:
+async def _connect(
+    netns: str | None, address: str, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     sock = _socket(netns, socket.AF_INET, socket.SOCK_STREAM)
     try:
         await asyncio.get_running_loop().sock_connect(sock, (address, port))
     except BaseException:
         sock.close()
         raise
-    _, writer = await asyncio.open_connection(sock=sock)
-    return writer
+    return await asyncio.open_connection(sock=sock)
 
 
 async def _http_get(netns: str | None, address: str, port: int, path: str) -> None:
-    sock = _socket(netns, socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        await asyncio.get_running_loop().sock_connect(sock, (address, port))
-    except BaseException:
-        sock.close()
-        raise
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await _connect(netns, address, port)
     try:
         writer.write(f"GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
         status = (await reader.readline()).split()

@@ -6,7 +6,8 @@ It owns: HTTP/1.x request parsing (``_http``, ``_chunked``), the deny rules and 
 segments and refusals (``_packet``), the NFQUEUE reader (``_nfqueue`` over ``_netlink``), the
 nftables table and sysctls of both modes (``_setup``), the verdict log (``_verdict_log``), the
 data path (``_firewall``) and the process (``_cli``, ``python -m tagwall.l7fw``).  It imports
-nothing else from tagwall: the agent will start it as a process, never import it.
+nothing else from tagwall but the leaf ``tagwall._checksum``: the agent will start it as a
+process, never import it.
 
 Design: NFQUEUE, not a TPROXY proxy.  Measured on the target kernel (6.x, nftables 1.0.6):
 

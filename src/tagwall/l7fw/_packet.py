@@ -19,6 +19,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from .._checksum import internet_checksum
+
 __all__ = [
     "ACK",
     "FIN",
@@ -85,24 +87,15 @@ def parse_segment(packet: bytes) -> TcpSegment | None:
     )
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _build(
     src: str, dst: str, sport: int, dport: int, seq: int, ack: int, flags: int, data: bytes
 ) -> bytes:
     saddr, daddr = IPv4Address(src).packed, IPv4Address(dst).packed
     tcp = _TCP.pack(sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0) + data
     pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", _checksum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", internet_checksum(pseudo + tcp)) + tcp[18:]
     header = _IPV4.pack(0x45, 0, 20 + len(tcp), 0, 0x4000, _TTL, 6, 0, saddr, daddr)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
     return header + tcp
 
 

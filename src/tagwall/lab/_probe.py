@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
+from .._checksum import internet_checksum
 from .._netns import entered
 from ..model import FlowService, IPAddress, Protocol
 from ._errors import LabError
@@ -340,7 +341,7 @@ class _Prober:
         header = struct.pack("!BBHHH", _ECHO_REQUEST[self.service.protocol], 0, 0, ident, sequence)
         packet = header + token
         if self.service.protocol is Protocol.ICMP:  # the kernel sums ICMPv6 itself
-            packet = header[:2] + struct.pack("!H", _checksum(packet)) + header[4:] + token
+            packet = header[:2] + struct.pack("!H", internet_checksum(packet)) + header[4:] + token
         future: asyncio.Future[bool] = loop.create_future()
         self._pending[sequence] = (future, attempt.dst_ip, token)
         try:
@@ -374,13 +375,3 @@ class _Prober:
                 and not future.done()
             ):
                 future.set_result(True)
-
-
-def _checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
