@@ -11,11 +11,14 @@ Figures per estate (fixed seeds):
 * full compile — ``Compiler(config)``, every host's program resolved and distilled;
 * incremental — ``Compiler.update(new_config)`` for one workload's tag change and for one
   rule edit (the new Config is prepared beforehand, as the controller's validation would);
-* the largest per-host program in entries (set, port-set and map elements plus rules);
+* the largest per-host program in entries (set, port-set and map elements plus rules; a
+  set's addresses count as their runs where a data path stores them so, compiler
+  ``_ranges.py``);
 * the baseline in the same run: naive pairwise ACL expansion of the same intent — one entry
   per (local workload, remote workload, service) that each rule allows, as security-group style
   systems program it — counted per host.
-``--explain`` adds the largest host's largest sets and the rules that name them.
+``--explain`` adds what fills the largest host's program: entries by kind, its largest sets
+and the rules that name them.
 
 Usage: python bench/compile.py [--json] [--explain] [--workloads N] [--hosts N] [--rules N]
        [--sets N] [--runs N]
@@ -406,12 +409,14 @@ def pairwise_entries(compiler: Compiler) -> dict[str, int]:
     return per_host
 
 
-def explain(compiler: Compiler, host: str, top: int = 8) -> list[dict[str, Any]]:
-    """The largest address sets of ``host``'s program: elements, and how many rules of its
-    chains name each on the local side (the end this host enforces: the source at egress,
-    the destination at ingress) and on the remote side.  A rule of a set applied in both
-    directions counts once in each chain."""
+def explain(compiler: Compiler, host: str, top: int = 8) -> dict[str, Any]:
+    """What fills ``host``'s program: its entries by kind, and its largest address sets:
+    members, entries as stored (runs where the set is stored as runs), and how many rules of
+    its chains name each on the local side (the end this host enforces: the source at
+    egress, the destination at ingress) and on the remote side.  A rule of a set applied in
+    both directions counts once in each chain."""
     program = compiler.program(host)
+    stored = program.set_entries()
     sides: defaultdict[str, Counter[str]] = defaultdict(Counter)
     for (direction, _tier), blocks in program.chains.items():
         egress = direction is TrafficDirection.EGRESS
@@ -423,15 +428,24 @@ def explain(compiler: Compiler, host: str, top: int = 8) -> list[dict[str, Any]]
                 if remote:
                     sides[remote]["remote"] += 1
     largest = sorted(program.sets.items(), key=lambda kv: -len(kv[1]))[:top]
-    return [
+    rules = sum(len(b.rules) for blocks in program.chains.values() for b in blocks)
+    whole = {
+        "sets": sum(stored.values()),
+        "port_sets": sum(len(p) for p in program.port_sets.values()),
+        "tag_maps": sum(len(m) for m in program.tag_maps.values()),
+        "rules": rules,
+    }
+    sets = [
         {
             "set": name,
             "elements": len(s),
+            "stored_entries": stored[name],
             "local_uses": sides[name]["local"],
             "remote_uses": sides[name]["remote"],
         }
         for name, s in largest
     ]
+    return {"entries": whole, "largest_sets": sets}
 
 
 def measure(docs: list[Any], edited_policy: str, runs: int, with_explain: bool) -> dict[str, Any]:
@@ -497,7 +511,7 @@ def measure(docs: list[Any], edited_policy: str, runs: int, with_explain: bool) 
     }
     if with_explain:
         result["max_host"] = max_host
-        result["max_host_largest_sets"] = explain(compiler, max_host)
+        result["max_host_explained"] = explain(compiler, max_host)
     return result
 
 

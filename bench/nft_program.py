@@ -12,13 +12,23 @@ Measures, in a network namespace it creates and removes (needs root):
   line as a subprocess (what a shell-out data path would pay), for the load and for the
   member update.
 
-Intent (fixed seed): ``--workloads`` workloads on 250 hosts, 100 applications, 4 tiers, 3
-deployments, 5 sites, 10 labels; 1,000 rules in 50 policy sets, half with ``matchTags:
-[application, deployment]``, some with an address group (prefixes), port ranges or named
-ports; every set picks workloads by site, so all 1,000 rules reach the measured host
-``host0`` (sets alternate between ingress and egress, so each rule is compiled once).
+Estates (fixed seeds):
 
-Usage: python bench/nft_program.py [--json] [--workloads N] [--runs N]
+* ``--estate sites`` (default): ``--workloads`` workloads on 250 hosts, 100 applications, 4
+  tiers, 3 deployments, 5 sites, 10 labels; 1,000 rules in 50 policy sets, half with
+  ``matchTags: [application, deployment]``, some with an address group (prefixes), port
+  ranges or named ports; every set picks workloads by site, so all 1,000 rules reach the
+  measured host ``host0`` (sets alternate between ingress and egress, so each rule is
+  compiled once).  Workloads are placed round robin: few runs of consecutive addresses.
+* ``--estate realistic``: bench/compile.py's realistic estate (10,000 workloads on 500
+  hosts), measured on its largest program, whose largest set is stored as runs (compiler
+  ``_ranges.py``).  The member update flips the deployment of a member of that set on
+  another host (it leaves the set, splitting a run, and comes back); the added workload is
+  a copy of it at a free address of its host.  ``--without-runs`` measures the same host
+  with every set stored as single addresses: what storing runs costs the updates.
+
+Usage: python bench/nft_program.py [--json] [--estate sites|realistic] [--workloads N]
+       [--runs N] [--without-runs]
 """
 
 from __future__ import annotations
@@ -31,7 +41,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from ipaddress import ip_address
 from typing import Any
 
 from _estate import (
@@ -43,9 +54,10 @@ from _estate import (
     tier_rule,
     workload_tags,
 )
+from compile import realistic
 
 from tagwall._netns import entered
-from tagwall.compiler import Compiler, Program
+from tagwall.compiler import Compiler, Program, _ranges
 from tagwall.datapath import NftDatapath
 from tagwall.datapath._nft_render import layout_for, render_load
 from tagwall.datapath._nftlib import NftContext
@@ -112,17 +124,61 @@ def build(docs: list[dict[str, Any]]) -> Config:
     return load([Document(d, "bench", i) for i, d in enumerate(docs)])
 
 
-def with_workload(config: Config, name: str, tier: str) -> Config:
-    """``config`` with one workload's tier changed, derived indexes updated for it alone
+def with_tag(config: Config, name: str, key: str, value: str) -> Config:
+    """``config`` with one workload's tag changed, derived indexes updated for it alone
     (as bench/compile.py does: the controller validates only what changed)."""
     w = config.workloads[name]
-    w = replace(w, tags=Tags.of({**w.tags, "tier": [tier]}))
+    w = replace(w, tags=Tags.of({**w.tags, key: [value]}))
     cfg = replace(config, workloads={**config.workloads, name: w})
     return replace(cfg, effective={**config.effective, name: cfg._compute_effective(w)})
 
 
-def _other(tier: str) -> str:
-    return "cache" if tier != "cache" else "web"
+@dataclass(frozen=True)
+class Case:
+    """What one run measures: the estate, its measured host, the two configurations one
+    member update flips between (the second is ``config`` again) and ``config`` with one
+    workload more (on another host)."""
+
+    config: Config
+    host: str
+    flips: tuple[Config, Config]
+    with_extra: Config
+
+
+def sites_case(n_workloads: int) -> Case:
+    docs = generate(n_workloads)
+    config = build(docs)
+    tier = config.workloads["w1"].tags.value("tier") or "web"
+    other = "cache" if tier != "cache" else "web"
+    flips = (with_tag(config, "w1", "tier", other), with_tag(config, "w1", "tier", tier))
+    extra = workloaddoc(n_workloads, random.Random(5))
+    extra["spec"]["host"] = "host1"  # a remote member: host0 sees set elements change
+    return Case(config, HOST, flips, build([*docs, extra]))
+
+
+def realistic_case() -> Case:
+    docs = realistic(10_000, 500, 1_000, 50)
+    config = build(docs)
+    compiler = Compiler(config)
+    host = max(compiler.hosts(), key=lambda h: compiler.program(h).entries())
+    program = compiler.program(host)
+    largest = max(program.sets.values(), key=len)
+    local = {n for n, w in config.workloads.items() if w.host == host}
+    member = config.workloads[
+        min(n for n in map(config.by_ip.__getitem__, largest.addresses) if n not in local)
+    ]
+    deployment = member.tags.value("deployment") or "dev"
+    flips = (
+        with_tag(config, member.name, "deployment", "prod" if deployment != "prod" else "dev"),
+        with_tag(config, member.name, "deployment", deployment),
+    )
+    used = set(config.by_ip)
+    ip = ip_address(member.interfaces[0].ips[0])
+    free = next(ip + n for n in range(1, 32) if ip + n not in used)
+    [extra] = [d for d in docs if d["metadata"]["name"] == member.name]
+    extra = {**extra, "metadata": {**extra["metadata"], "name": "w-extra"}}
+    extra["spec"] = {**extra["spec"], "interfaces": [{"name": "eth0", "ips": [str(free)]}]}
+    return Case(config, host, flips, build([*docs, extra]))
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -132,9 +188,12 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def members(program: Program) -> int:
-    """Set elements, port-set elements and map entries: entries() without the rules."""
-    rules = sum(len(b.rules) for blocks in program.chains.values() for b in blocks)
-    return program.entries() - rules
+    """Set members (addresses and prefixes), port-set elements and map entries."""
+    return (
+        sum(len(s) for s in program.sets.values())
+        + sum(len(p) for p in program.port_sets.values())
+        + sum(len(m) for m in program.tag_maps.values())
+    )
 
 
 def nft_cli(netns: str, script: str) -> float:
@@ -152,22 +211,27 @@ def nft_cli(netns: str, script: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--workloads", type=int, default=4_000)
+    ap.add_argument("--estate", choices=["sites", "realistic"], default="sites")
+    ap.add_argument("--workloads", type=int, default=4_000, help="of the sites estate")
     ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument(
+        "--without-runs",
+        action="store_true",
+        help="store every set as single addresses (the same host as with runs)",
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         say("needs root: it creates a network namespace and programs nftables in it")
         return 2
 
-    say(f"generating and compiling {args.workloads} workloads, 1,000 rules …")
-    docs = generate(args.workloads)
-    config = build(docs)
+    say(f"generating and compiling the {args.estate} estate …")
+    case = sites_case(args.workloads) if args.estate == "sites" else realistic_case()
+    config, host = case.config, case.host
+    if args.without_runs:
+        _ranges.RANGE_BUDGET = 0  # no set fits: every one is a hash set of addresses
     compiler = Compiler(config)
-    program = compiler.program(HOST)
+    program = compiler.program(host)
     rules = sum(len(b.rules) for blocks in program.chains.values() for b in blocks)
-    extra = workloaddoc(args.workloads, random.Random(5))
-    extra["spec"]["host"] = "host1"  # a remote member: host0 sees set elements change
-    with_extra = build([*docs, extra])
 
     netns = f"twbench-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
@@ -176,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         ctx = NftContext(netns)
         layout = layout_for(program, "tagwall")
         script = render_load(program, layout)
-        say(f"host {HOST}: {members(program)} members, {rules} rules; loading …")
+        say(f"host {host}: {members(program)} members, {rules} rules; loading …")
         render_s = statistics.median(
             timed(lambda: render_load(program, layout_for(program, "tagwall")))
             for _ in range(args.runs)
@@ -194,11 +258,9 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         say("one workload's tag change, through Compiler.update …")
-        tier = config.workloads["w1"].tags.value("tier") or "web"
-        flips = [with_workload(config, "w1", t) for t in (_other(tier), tier)]
         update_times, scripts = [], []
         for i in range(args.runs * 2):
-            delta = compiler.update(flips[i % 2])[HOST]
+            delta = compiler.update(case.flips[i % 2])[host]
             start = time.perf_counter()
             dp.update(delta)
             update_times.append(time.perf_counter() - start)
@@ -215,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         say("one workload added and removed …")
         add_times, remove_times = [], []
         for _ in range(args.runs):
-            for target, times in ((with_extra, add_times), (config, remove_times)):
-                delta = compiler.update(target)[HOST]
+            for target, times in ((case.with_extra, add_times), (config, remove_times)):
+                delta = compiler.update(target)[host]
                 start = time.perf_counter()
                 dp.update(delta)
                 times.append(time.perf_counter() - start)
@@ -227,9 +289,13 @@ def main(argv: list[str] | None = None) -> int:
 
     update_s = statistics.median(update_times)
     result = {
-        "workloads": args.workloads,
-        "host": HOST,
+        "estate": args.estate,
+        "workloads": len(config.workloads),
+        "host": host,
         "members": members(program),
+        "stored_entries": program.entries() - rules,
+        "ranged_sets": len(layout.ranged),
+        "without_runs": args.without_runs,
         "rules": rules,
         "nft_rules": nft_rules,
         "load_script_bytes": len(script),

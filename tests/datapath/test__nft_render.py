@@ -2,7 +2,8 @@
 
 What the kernel then does with the text is test__nft.py's and test_nft_differential.py's
 business; here: which commands an update is made of, and what the rendering promises —
-element changes stay element commands, no named interval sets, scratch marks confined.
+element changes stay element commands, named interval sets only for fragmented prefixes
+(and for runs of addresses: test__nft_ranges.py), scratch marks confined.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from ..model import (
     TrafficDirection,
     WhenAllDown,
 )
+from ._ranges import range_counts, ranged
 
 __all__ = [
     "AddressSet",
@@ -193,11 +194,23 @@ class Program:
     default_posture: Posture = Posture.ALLOW
     services: tuple[LocalService, ...] = ()  # sorted by instance (str), then as it lists them
 
+    def set_entries(self) -> dict[str, int]:
+        """Elements of each address set as a data path serving both address families
+        stores them: its prefixes, and its addresses, or their runs where it stores those
+        (``_ranges.ranged``)."""
+        out = {name: len(s.prefixes) for name, s in self.sets.items()}
+        counts = range_counts({n: s.addresses for n, s in self.sets.items()}, (4, 6))
+        chosen = ranged(counts)
+        for key, (n, runs) in counts.items():
+            out[key[0]] += runs if key in chosen else n
+        return out
+
     def entries(self) -> int:
-        """Size as a data path sees it: set, port-set and map elements plus rules."""
+        """Size as a data path sees it: set (``set_entries``), port-set and map elements
+        plus rules."""
         rules = sum(len(b.rules) for blocks in self.chains.values() for b in blocks)
         return (
-            sum(len(s) for s in self.sets.values())
+            sum(self.set_entries().values())
             + sum(len(p) for p in self.port_sets.values())
             + sum(len(m) for m in self.tag_maps.values())
             + rules

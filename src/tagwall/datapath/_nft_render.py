@@ -65,14 +65,22 @@ refreshes nft's cache of the table, since each transaction changes the generatio
 
 * one element add/delete: 0.2 ms into a 10,000-element hash set in a table without rules;
 * a *named interval set* makes it load every element of the set: 15.9 ms with 10,000
-  prefixes (0.2 ms with 100) — FIELD-NOTES' trap;
+  prefixes (0.2 ms with 100) — FIELD-NOTES' trap.  Every element command of the table pays
+  it, whichever set it changes: ~1.05 µs per range stored and ~6 µs per interval set
+  (in-process library, 2026-11-26: one hash-set element with 20 interval sets of 700
+  ranges, 16 ms; with 200 sets of 10, 3.4 ms; with none, 0.05 ms);
 * an *anonymous* interval set (prefixes inline in a rule) costs ~8 µs per set and command,
   whatever its size: 100 of them +0.65 ms, 300 +2.5 ms — one per rule that names prefixes,
   so inline prefixes do not escape the trap, they trade it for one that grows with rules;
 * a named hash set costs ~1 µs per set and command.
 
 So: every program set becomes per family a named hash set ``s_<12 hex of sha1(name)>_<4|6>``
-of its single addresses (comment: the readable name), and its prefixes become named hash
+of its single addresses (comment: the readable name), or, where its addresses form few runs
+of consecutive addresses and the host's budget allows (``compiler/_ranges.py``: a set saving
+at least what it costs, at most ~2 ms per update in all), a named interval set
+``s_…_<4|6>_r`` of the runs; a member coming or going is then the removal and addition of
+the runs around it (``_nft_ranges``), and a set switching between the two is re-declared,
+its rules rewritten as for a new prefix length.  Its prefixes become named hash
 sets of network addresses per prefix length, ``s_…_4_24``, matched by masked lookup
 (``ip saddr & 255.255.255.0 == @s_…_4_24``): shared by every rule, no interval set, and a
 prefix change is element commands.  A set whose prefixes span more than
@@ -83,8 +91,8 @@ A rule whose set has addresses and prefixes (or several lengths) becomes one nft
 alternative, same verdict, same comment.  A set with prefixes but no addresses gets no
 address alternative (a CIDR never gains members); any other set always has it, so member
 changes stay element commands.  Rule text changes (and tier chains are rewritten) only when
-a set gains/loses its address alternative or a prefix length, or switches between masked
-and interval.
+a set gains/loses its address alternative or a prefix length, switches between masked
+and interval, or its addresses between single and runs.
 
 matchTags: each distinct value tuple gets a mark id ``MARK_SCRATCH | n`` (``Layout.tag_ids``,
 kept while the data path runs, reassigned only by a full load).  Per tag map and family:
@@ -141,6 +149,8 @@ from ..compiler import (
     ProgramDelta,
     diff_programs,
 )
+from ..compiler._ranges import RunCount, SetFamily, range_counts
+from ..compiler._ranges import ranged as ranged_sets
 from ..errors import DatapathError
 from ..model import Action, IPAddress, Posture, Protocol, Ref, Tier, TrafficDirection
 from ._nft_decisions import (
@@ -150,6 +160,7 @@ from ._nft_decisions import (
     allocate_decisions,
     decision_statement,
 )
+from ._nft_ranges import RunChanges, range_changes, run_elements, set_runs, touched_sets
 from ._steering import BACK_FLAG, STEER_MARK, Steering
 
 __all__ = [
@@ -207,6 +218,8 @@ class Layout:
     tag_ids: Mapping[tuple[str, ...], int]
     decisions: Mapping[DecisionKey, int] = field(default_factory=dict)
     steering: Steering = field(default_factory=Steering)  # no paths: nothing steered
+    ranges: Mapping[SetFamily, RunCount] = field(default_factory=dict)  # _nft_ranges
+    ranged: frozenset[SetFamily] = frozenset()  # sets stored as runs: ranged_sets(ranges)
 
     @property
     def steers(self) -> bool:
@@ -328,7 +341,11 @@ def layout_for(
     keys = _decision_keys(blocks)
     decisions = {k: n for k, n in (previous.decisions.items() if previous else ()) if k in keys}
     allocate_decisions(decisions, keys)
-    return Layout(table, _families(program), ids, decisions, steering or Steering())
+    families = _families(program)
+    counts = range_counts({n: s.addresses for n, s in program.sets.items()}, families)
+    return Layout(
+        table, families, ids, decisions, steering or Steering(), counts, ranged_sets(counts)
+    )
 
 
 # -- nft objects -----------------------------------------------------------------------------
@@ -399,10 +416,24 @@ def _prefix_decl(name: str, nft: str, family: int, elements: list[str]) -> _Decl
     return ("set", nft, [*parts, f"elements = {{ {', '.join(elements)} }}"])
 
 
-def _address_decls(name: str, s: AddressSet, family: int) -> list[_Decl]:
+def _address_set(name: str, family: int, layout: Layout) -> str:
+    """nft name of the set holding the single addresses of set ``name``."""
     nft = _nft("s", name, family)
-    addresses = _strs(a for a in s.addresses if a.version == family)
-    out = [_hash_set(nft, _ADDR_TYPE[family], name, addresses)]
+    return f"{nft}_r" if (name, family) in layout.ranged else nft
+
+
+def _address_decl(name: str, s: AddressSet, family: int, layout: Layout) -> _Decl:
+    nft = _address_set(name, family, layout)
+    if (name, family) not in layout.ranged:
+        addresses = _strs(a for a in s.addresses if a.version == family)
+        return _hash_set(nft, _ADDR_TYPE[family], name, addresses)
+    elements = run_elements(set_runs(s.addresses, family), family)
+    parts = [f"type {_ADDR_TYPE[family]}", "flags interval", f"comment {_quote(name)}"]
+    return ("set", nft, [*parts, f"elements = {{ {', '.join(elements)} }}"])
+
+
+def _address_decls(name: str, s: AddressSet, family: int, layout: Layout) -> list[_Decl]:
+    out = [_address_decl(name, s, family, layout)]
     for prefix_set, elements in _prefix_sets(name, s, family).items():
         out.append(_prefix_decl(name, prefix_set, family, elements))
     return out
@@ -451,7 +482,7 @@ def _decls(program: Program, layout: Layout, names: Iterable[str] | None = None)
             out.append(_hash_set(f"local_{f}", _ADDR_TYPE[f], "local workload addresses", local))
         wanted = set(names) if names is not None else None
         for name in sorted(program.sets if wanted is None else wanted & program.sets.keys()):
-            out += _address_decls(name, program.sets[name], f)
+            out += _address_decls(name, program.sets[name], f, layout)
         ports = program.port_sets
         for name in sorted(ports if wanted is None else wanted & ports.keys()):
             out.append(_port_decl(name, f, ports[name]))
@@ -469,22 +500,30 @@ def _mask(family: int, length: int) -> str:
     return str(ip_network(f"{'0.0.0.0' if family == 4 else '::'}/{length}").netmask)
 
 
-_Memo = dict[tuple[str, int, str], list[str]]  # (set, family, key) → alternatives, per render
+@dataclass(frozen=True)
+class _Memo:
+    """The alternatives computed in one render: (set, family, key) → matches."""
+
+    layout: Layout
+    seen: dict[tuple[str, int, str], list[str]] = field(default_factory=dict)
 
 
 def _alternatives(program: Program, name: str, family: int, key: str, memo: _Memo) -> list[str]:
     """Matches of ``key`` (e.g. ``ip saddr``) against set ``name``, one per nft rule needed;
     "" matches anything (a /0 prefix).  Memoised: a set may have thousands of prefixes and
     be named by hundreds of rules."""
-    if (name, family, key) not in memo:
-        memo[(name, family, key)] = _compute_alternatives(program, name, family, key)
-    return memo[(name, family, key)]
+    if (name, family, key) not in memo.seen:
+        found = _compute_alternatives(program, name, family, key, memo.layout)
+        memo.seen[(name, family, key)] = found
+    return memo.seen[(name, family, key)]
 
 
-def _compute_alternatives(program: Program, name: str, family: int, key: str) -> list[str]:
+def _compute_alternatives(
+    program: Program, name: str, family: int, key: str, layout: Layout
+) -> list[str]:
     s = program.sets[name]
     nft = _nft("s", name, family)
-    out = [f"{key} @{nft}"] if s.addresses or not s.prefixes else []
+    out = [f"{key} @{_address_set(name, family, layout)}"] if s.addresses or not s.prefixes else []
     groups = _prefix_groups(s, family)
     if groups is None:
         return [*out, f"{key} @{nft}_i"]
@@ -862,7 +901,7 @@ def render_load(
     (packets, bytes) of named counters to carry over (the steering's, whose members stay)."""
     _check_unique([*program.sets, *program.port_sets, *program.tag_maps])
     fams = sorted(layout.families)
-    memo: _Memo = {}
+    memo = _Memo(layout)
     out = [*_replace_table(layout.table), f"table inet {layout.table} {{"]
     if layout.steers:
         for name in layout.steering.counters():
@@ -1002,7 +1041,9 @@ def render_update(
     _allocate(ids, _new_tuples(delta))
     decisions = _decisions_after(old, new, layout, delta)
     steering = layout.steering if steering is None else steering
-    after = Layout(layout.table, layout.families, ids, decisions, steering)
+    run_counts, runs = range_changes(old, new, layout.ranges, layout.families, delta)
+    ranged = ranged_sets(run_counts)
+    after = Layout(layout.table, layout.families, ids, decisions, steering, run_counts, ranged)
     if _families(new) != layout.families or steering != layout.steering:
         full = layout_for(new, layout.table, after, steering)
         return render_load(new, full, counts), full
@@ -1016,10 +1057,10 @@ def render_update(
     script = _Script()
     for decl in _decls(new, after, added):
         script.adds += _added(after.table, decl)
-    reshaped = _set_changes(script, old, new, after, delta)
+    reshaped = _set_changes(script, old, new, layout, after, delta, runs)
     _other_element_changes(script, old, new, after, delta)
     _chain_changes(script, old, new, after, delta, reshaped)
-    _dropped(script, old, new, after, delta)
+    _dropped(script, old, new, layout, delta)
     return script.text(), after
 
 
@@ -1042,34 +1083,48 @@ def _decisions_after(
 
 
 def _set_changes(
-    script: _Script, old: Program, new: Program, layout: Layout, delta: ProgramDelta
+    script: _Script,
+    old: Program,
+    new: Program,
+    layout: Layout,
+    after: Layout,
+    delta: ProgramDelta,
+    runs: RunChanges,
 ) -> set[str]:
     """Element commands for the address sets the delta touches (and new or dropped prefix
-    sets of theirs); returns the names of the sets whose shape changed.  The delta names the
-    candidates; ``old`` and ``new`` decide, so a delta that repeats an element or removes an
-    absent one still yields exact commands."""
+    sets of theirs), and the new address sets of sets now stored as runs or no longer
+    (``layout`` → ``after``); returns the names of the sets whose shape changed.  The delta
+    names the candidates; ``old`` and ``new`` decide, so a delta that repeats an element or
+    removes an absent one still yields exact commands."""
     t, fams = layout.table, sorted(layout.families)
-    touched: dict[str, set[IPAddress]] = {}
-    for sd in delta.set_deltas:
-        touched.setdefault(sd.name, set()).update(sd.added.addresses, sd.removed.addresses)
-    for name in delta.new_sets.keys() & old.sets.keys() & new.sets.keys():  # re-declared
-        touched.setdefault(name, set()).update(old.sets[name].addresses ^ new.sets[name].addresses)
     reshaped: set[str] = set()
-    for name, candidates in sorted(touched.items()):
-        if name not in old.sets or name not in new.sets:
-            continue
+    for name, f in sorted(layout.ranged ^ after.ranged):
+        if name in old.sets and name in new.sets:  # stored the other way from now on
+            reshaped.add(name)
+            script.adds += _added(t, _address_decl(name, new.sets[name], f, after))
+            script.drops.append(f"delete set inet {t} {_address_set(name, f, layout)}")
+    for name, candidates in sorted(touched_sets(old, new, delta).items()):
         before, now = old.sets[name], new.sets[name]
         if _reshaped(before, now, layout.families):
             reshaped.add(name)
         gone = [a for a in candidates if a in before.addresses and a not in now.addresses]
         came = [a for a in candidates if a in now.addresses and a not in before.addresses]
         for f in fams:
-            script.elements(
-                t,
-                _nft("s", name, f),
-                _strs(a for a in gone if a.version == f),
-                _strs(a for a in came if a.version == f),
-            )
+            if (name, f) in layout.ranged and (name, f) in after.ranged:
+                runs_were, runs_are = runs.get((name, f), (set(), set()))
+                script.elements(
+                    t,
+                    _address_set(name, f, after),
+                    run_elements(runs_were - runs_are, f),
+                    run_elements(runs_are - runs_were, f),
+                )
+            elif (name, f) not in layout.ranged and (name, f) not in after.ranged:
+                script.elements(
+                    t,
+                    _address_set(name, f, after),
+                    _strs(a for a in gone if a.version == f),
+                    _strs(a for a in came if a.version == f),
+                )
             if before.prefixes == now.prefixes:
                 continue
             was, will = _prefix_sets(name, before, f), _prefix_sets(name, now, f)
@@ -1199,7 +1254,7 @@ def _chain_changes(
     application tier's also when its isolation set did), and the eval chains when the
     default posture changed."""
     t = layout.table
-    memo: _Memo = {}
+    memo = _Memo(layout)
     keys = {k for k, blocks in delta.chains.items() if old.chains.get(k, ()) != blocks}
     if reshaped:
         keys |= {k for k, blocks in new.chains.items() if any(_names(b) & reshaped for b in blocks)}
@@ -1211,7 +1266,7 @@ def _chain_changes(
             if (d, tier) in keys:
                 chains = _tier_chains(new, layout, d, tier, memo)
                 _rewrite(script, t, chains, _dispatched_names(old, d, tier))
-                if layout.steers:
+                if layout.steers and layout.steering.paths:  # the classify copies exist
                     style = _Style(layout.steering)
                     chains = _tier_chains(new, layout, d, tier, memo, style)
                     _rewrite(script, t, chains, _dispatched_names(old, d, tier, style.prefix))
@@ -1222,10 +1277,11 @@ def _chain_changes(
 def _dropped(
     script: _Script, old: Program, new: Program, layout: Layout, delta: ProgramDelta
 ) -> None:
+    """Drop what ``delta`` drops; ``layout`` is the one ``old`` was rendered with."""
     t = layout.table
     for f in sorted(layout.families):
         for n in sorted(delta.dropped_sets & old.sets.keys() - new.sets.keys()):
-            names = [_nft("s", n, f), *_prefix_sets(n, old.sets[n], f)]
+            names = [_address_set(n, f, layout), *_prefix_sets(n, old.sets[n], f)]
             script.drops += [f"delete set inet {t} {nft}" for nft in names]
         for n in sorted(delta.dropped_port_sets & old.port_sets.keys() - new.port_sets.keys()):
             script.drops.append(f"delete set inet {t} {_nft('p', n, f)}")
