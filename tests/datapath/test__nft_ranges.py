@@ -4,6 +4,7 @@ updates, and the layout's counts (pure; test__nft.py runs them on the kernel).""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,16 +16,15 @@ from tagwall.model import Config, load, parse_documents
 POOL = 40  # workloads of host "other" at 10.0.1.1 … 10.0.1.40
 
 
-def estate(tiers: list[str]) -> Config:
-    """w1 (web) on h; the pool on "other" with ``tiers``; web may call app on tcp/80."""
+def manifests(workloads: Iterable[tuple[str, str, str, str]]) -> Config:
+    """Workloads (name, host, ips as YAML, tier); web may call app on tcp/80, everything
+    else is isolated."""
     docs = [
-        "kind: Workload\nmetadata: {name: w1}\n"
-        "spec: {host: h, interfaces: [{name: e, ips: [10.0.0.1]}], tags: {tier: web}}",
-        *(
-            f"kind: Workload\nmetadata: {{name: p{i}}}\nspec: {{host: other, "
-            f"interfaces: [{{name: e, ips: [10.0.1.{i}]}}], tags: {{tier: {tier}}}}}"
-            for i, tier in enumerate(tiers, start=1)
-        ),
+        f"kind: Workload\nmetadata: {{name: {name}}}\nspec: {{host: {host}, "
+        f"interfaces: [{{name: e, ips: {ips}}}], tags: {{tier: {tier}}}}}"
+        for name, host, ips, tier in workloads
+    ]
+    docs += [
         "kind: FirewallPolicy\nmetadata: {name: p}\nspec: {rules: [{name: web-app, "
         "from: {tags: tier=web}, to: {tags: tier=app}, services: [tcp/80], action: allow}]}",
         "kind: ApplicationPolicySet\nmetadata: {name: apps}\n"
@@ -32,6 +32,12 @@ def estate(tiers: list[str]) -> Config:
     ]
     text = "".join(f"apiVersion: tagwall/v1\n{d}\n---\n" for d in docs)
     return load(parse_documents(text, "test.yaml"))
+
+
+def estate(tiers: list[str]) -> Config:
+    """w1 (web) on h; the pool on "other" with ``tiers``."""
+    pool = [(f"p{i}", "other", f"[10.0.1.{i}]", t) for i, t in enumerate(tiers, start=1)]
+    return manifests([("w1", "h", "[10.0.0.1]", "web"), *pool])
 
 
 _DECLARED = re.compile(r"(?:^\s*set|^add set inet \S+) (\S+) \{.*?(?:elements = \{ (.*?) \})?; \}$")

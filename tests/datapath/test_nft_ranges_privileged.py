@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from tagwall.compiler import Compiler
 from tagwall.datapath import NftDatapath
-from tagwall.model import Config, load, parse_documents
+from tagwall.model import Config
 
 from .support import REMOTE, WORKLOADS, Topology, privileged
 from .test__nft import check, nft
+from .test__nft_ranges import manifests
 
 pytestmark = privileged
 
@@ -24,24 +25,16 @@ V6 = [v6 for _, v6 in WORKLOADS.values()] + [REMOTE[1]]
 
 def estate(tiers: dict[int, str]) -> Config:
     """w1 (web), w2 and w3 on h, the pool elsewhere; ``tiers`` by the address's last part
-    (default app).  web may call app on tcp/80; everything else is isolated."""
-    docs = []
-    for i in (1, 2, 3, *POOL):
-        host = HOST if i <= 3 else "other"
-        tier = tiers.get(i, "web" if i == 1 else "app")
-        docs.append(
-            f"kind: Workload\nmetadata: {{name: w{i}}}\nspec: {{host: {host}, "
-            f"interfaces: [{{name: eth0, ips: [10.0.0.{i}, 'fd00::{i:x}']}}], "
-            f"tags: {{tier: {tier}}}}}"
+    (default app)."""
+    return manifests(
+        (
+            f"w{i}",
+            HOST if i <= 3 else "other",
+            f"[10.0.0.{i}, 'fd00::{i:x}']",
+            tiers.get(i, "web" if i == 1 else "app"),
         )
-    docs += [
-        "kind: FirewallPolicy\nmetadata: {name: p}\nspec: {rules: [{name: web-app, "
-        "from: {tags: tier=web}, to: {tags: tier=app}, services: [tcp/80], action: allow}]}",
-        "kind: ApplicationPolicySet\nmetadata: {name: apps}\n"
-        "spec: {tier: application, all: true, policies: [{name: p}]}",
-    ]
-    text = "".join(f"apiVersion: tagwall/v1\n{d}\n---\n" for d in docs)
-    return load(parse_documents(text, "test.yaml"))
+        for i in (1, 2, 3, *POOL)
+    )
 
 
 def listed(topo: Topology) -> str:
