@@ -12,14 +12,16 @@ running; then a sender process blasts the rest as fast as it can (one core; more
 second than either receiver takes).  Both are measured the same way:
 
 * records stored: tagwall, the controller's analytics role (``Analytics``: the ipfix
-  collector, enrichment against an estate of 10,000 workloads, a ``FlowStore`` in a real
-  DuckDB file), counts the rows in its store once closed; nfcapd (``nfcapd -w DIR -p PORT
-  -B 8388608``) counts the flows ``nfdump -I`` finds in its files once it has exited;
+  collector, enrichment against an estate of 10,000 workloads, a ``FlowStore``: a real
+  DuckDB file and its Parquet segment files), counts the rows in its store once closed;
+  nfcapd (``nfcapd -w DIR -p PORT -B 8388608``) counts the flows ``nfdump -I`` finds in its
+  files once it has exited;
 * seconds: from the first datagram of the blast until the receiver has stored what it took:
   tagwall, once its socket and backlog are empty, its decoder has seen every datagram read
-  and ``FlowStore.flush`` (commit) returned; nfcapd, the last moment its threads used CPU
-  (``/proc/PID/task/*/schedstat``, sampled every 5 ms) plus the time it takes to exit on
-  SIGTERM (its last file is written then).
+  and ``FlowStore.flush`` returned (segment files fsynced, their registration committed; the
+  daily rollup follows in the background at low priority, as merges do); nfcapd, the last
+  moment its threads used CPU (``/proc/PID/task/*/schedstat``, sampled every 5 ms) plus the
+  time it takes to exit on SIGTERM (its last file is written then).
 
 Rate = records stored / those seconds: parsed *and* stored, so a receiver that buffers what it
 cannot store yet gains nothing by it.  ``*_loss`` is the share of the stream it never stored
@@ -164,7 +166,7 @@ class Run:
 
 def run_tagwall(stream: list[bytes], config: Config, workdir: Path) -> Run:
     """The stream through the controller's analytics role: the ipfix collector, enrichment
-    and a DuckDB file."""
+    and a flow store (DuckDB file and segment files)."""
     analytics = Analytics(
         workdir / "flows.duckdb", collectors=[CollectorSpec("ipfix", "127.0.0.1", 0)]
     )

@@ -1,9 +1,15 @@
-"""What the flow store tests share: a small estate as a ``Config`` and flow batches built
-from readable rows."""
+"""What the flow store tests share: a small estate as a ``Config``, flow batches built from
+readable rows, and a process to crash."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tagwall.analytics import FlowBatch, RuleRef, Source, ip_columns
@@ -84,3 +90,37 @@ def batch(
         rules=rules,
         dropped=dropped,
     )
+
+
+def run_until_crash(script: str, *, crash_at_commit: bool) -> None:
+    """Run ``script`` (Python, with ``os``, ``Path``, ``T0``, ``batch``, ``estate``,
+    ``Analytics``, ``FlowStore`` and ``Writer`` imported) in a fresh interpreter that dies like
+    a killed process (``os._exit``, nothing flushed or closed) at the flow store's first
+    commit (``crash_at_commit``) or at the end of ``script``."""
+    preamble = textwrap.dedent(
+        """
+        import os
+        from pathlib import Path
+        from analytics.flows_support import T0, batch, estate
+        from tagwall.analytics import Analytics, FlowStore
+        from tagwall.analytics._writer import Writer
+        if CRASH:
+            Writer._commit = lambda self, w: os._exit(17)
+        """
+    )
+    tests = Path(__file__).parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]),
+    }
+    code = f"CRASH = {crash_at_commit}\n{preamble}\n{textwrap.dedent(script)}\nos._exit(17)\n"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 17, done.stderr
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Until ``condition()`` holds (the timeout only stops a hung test)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

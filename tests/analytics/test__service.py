@@ -18,6 +18,7 @@ import pytest
 from tagwall.analytics import Analytics, Decision, FlowFilter, FlowStore
 from tagwall.control import FlowReport
 
+from .flows_support import run_until_crash
 from .test__reports import (
     APP,
     DB,
@@ -200,3 +201,33 @@ def test_a_new_spool_numbers_from_one_again(analytics: Analytics) -> None:
     assert analytics.ingest_reports("host-a", 1, [to_payments(2)], spool="b") == 1
     assert len(analytics.store.flows()) == 3
     assert analytics.statistics().agents.stored_through == {"host-a": 1}
+
+
+@pytest.mark.parametrize("crash_at_commit", [True, False], ids=["at-commit", "after-commit"])
+def test_a_batch_resent_after_a_crash_is_stored_exactly_once(
+    tmp_path: Path, crash_at_commit: bool
+) -> None:
+    """The controller dies while storing an agent's batch: at the commit of its rows (the
+    segment file written, nothing committed) or just after it (the answer lost).  The rows and
+    the agent's progress commit together, so the batch the agent sends again to the restarted
+    controller ends up stored exactly once either way."""
+    path = tmp_path / "flows.duckdb"
+    run_until_crash(
+        f"""
+        from analytics.test__reports import config
+        from analytics.test__service import to_payments
+        service = Analytics(Path({str(path)!r}))
+        service.start(config())
+        service.ingest_reports("host-a", 1, [to_payments(i) for i in range(3)])
+        """,
+        crash_at_commit=crash_at_commit,
+    )
+    after = Analytics(path)
+    after.start(config())
+    try:
+        assert after.ingest_reports("host-a", 1, [to_payments(i) for i in range(3)]) == 3
+        starts = sorted(f.start_ms for f in after.store.flows())
+        assert starts == [NOW_MS + i * 1000 for i in range(3)]
+        assert after.statistics().agents.stored_through == {"host-a": 3}
+    finally:
+        after.close()

@@ -1,5 +1,6 @@
-"""FlowStore: what is appended is stored and survives a restart, retention drops whole old
-days, rollups agree with the raw flows, and queries run while ingest goes on."""
+"""FlowStore: what is appended is stored and survives a restart or a crash, retention drops
+whole old days, rollups agree with the raw flows, queries run while ingest goes on, a torn
+segment file is left out, and a store written before segments existed keeps its flows."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tagwall.analytics import FlowFilter, FlowStore
 from tagwall.analytics.collectors import SyslogMessage
 from tagwall.errors import StoreError
 
-from .flows_support import DAY_MS, T0, batch, estate
+from .flows_support import DAY_MS, T0, batch, estate, run_until_crash
 
 HOUR_MS = 3_600_000
 TAGS = {
@@ -119,9 +120,17 @@ def test_retention_drops_old_days_and_keeps_new_ones(tmp_path: Path) -> None:
         assert db.execute("SELECT received_ms FROM messages").fetchall() == [(new,)]
 
 
-def test_rollups_agree_with_raw_aggregates_before_and_after_merging(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compaction", [True, False], ids=["rolled-up-meanwhile", "not-yet"])
+def test_rollups_agree_with_raw_aggregates_before_and_after_merging(
+    tmp_path: Path, compaction: bool
+) -> None:
+    """Whether or not the background rolled the rows up before the maintenance run."""
     store = FlowStore(
-        tmp_path / "f.duckdb", maintenance_interval_s=None, clock=lambda: T0 / 1000, flush_rows=7
+        tmp_path / "f.duckdb",
+        maintenance_interval_s=None,
+        clock=lambda: T0 / 1000,
+        flush_rows=7,
+        compaction=compaction,
     )
     try:
         endpoints = store.endpoints(estate(TAGS))
@@ -232,3 +241,158 @@ def test_append_takes_only_the_stores_own_endpoints(store: FlowStore, tmp_path: 
             store.append(batch([{"t": T0, "src": "10.0.0.1", "dst": "10.0.0.2"}]), foreign)
     finally:
         other.close()
+
+
+def test_flushed_rows_survive_a_crash_and_a_flush_cut_short_leaves_no_trace(
+    tmp_path: Path,
+) -> None:
+    """A process killed after ``flush`` returned keeps those rows.  One killed in its next
+    flush, with the segment file written but not committed, never acknowledged those rows:
+    the next open deletes the orphaned file and serves the rest, rollup included."""
+    path = tmp_path / "flows.duckdb"
+    run_until_crash(
+        f"""
+        store = FlowStore(Path({str(path)!r}), maintenance_interval_s=None, compaction=False)
+        endpoints = store.endpoints(estate({TAGS!r}))
+        store.append(batch([{{"t": T0, "src": "10.0.0.1", "dst": "10.0.0.2"}}]), endpoints)
+        store.flush()
+        Writer._commit = lambda self, w: os._exit(17)
+        store.append(batch([{{"t": T0 + 1, "src": "10.0.0.1", "dst": "10.0.0.2"}}]), endpoints)
+        store.flush()
+        """,
+        crash_at_commit=False,
+    )
+    assert len(list(Path(f"{path}.segments").iterdir())) == 2  # the second one orphaned
+    store = FlowStore(path, maintenance_interval_s=None)
+    try:
+        assert [f.start_ms for f in store.flows()] == [T0]
+        assert totals(store) == totals(store, use_rollups=False) == (1, 100)
+        assert len(list(Path(f"{path}.segments").iterdir())) == 1
+        endpoints = store.endpoints(estate(TAGS))
+        store.append(batch([{"t": T0 + 2, "src": "10.0.0.1", "dst": "10.0.0.2"}]), endpoints)
+        store.flush()
+        assert [f.start_ms for f in store.flows()] == [T0 + 2, T0]
+    finally:
+        store.close()
+
+
+def test_a_torn_segment_is_left_out_and_the_rest_served(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A registered file that does not read back whole (the disk lost part of it) is named
+    in the log and left out; the store opens and serves the other files."""
+    path = tmp_path / "flows.duckdb"
+    store = FlowStore(path, maintenance_interval_s=None, compaction=False)
+    endpoints = store.endpoints(estate(TAGS))
+    for day in range(2):
+        store.append(
+            batch([{"t": T0 + day * DAY_MS, "src": "10.0.0.1", "dst": "10.0.0.2"}]), endpoints
+        )
+        store.flush()
+    store.close()
+    first, _ = sorted(Path(f"{path}.segments").iterdir())
+    first.write_bytes(first.read_bytes()[:100])
+
+    again = FlowStore(path, maintenance_interval_s=None)
+    try:
+        assert [f.start_ms for f in again.flows()] == [T0 + DAY_MS]
+        assert again.statistics().segments == 1
+    finally:
+        again.close()
+    assert first.name in caplog.text and "torn" in caplog.text
+
+
+def old_layout(path: Path) -> None:
+    """A flow store as the version before segments wrote it: one table per day
+    (``flows_dYYYYMMDD``, the rows' 26 columns), the view over them, and its rollup."""
+    columns = ", ".join(f"{name} {kind}" for name, kind in _OLD_COLUMNS)
+    with duckdb.connect(str(path)) as db:
+        db.execute(f"CREATE TABLE flows_template ({columns})")
+        db.execute(f"CREATE TABLE flows_d20231114 ({columns})")
+        db.execute(
+            "CREATE TABLE endpoints (id INTEGER, workload VARCHAR, project VARCHAR, "
+            "tags MAP(VARCHAR, VARCHAR[]))"
+        )
+        db.execute(
+            "INSERT INTO endpoints VALUES (1, 'web-1', 'shop', MAP {'application': ['shop'], "
+            "'project': ['shop'], 'tier': ['web']}), (2, 'db-1', 'shop', MAP {'application': "
+            "['shop'], 'project': ['shop'], 'tier': ['db']})"
+        )
+        db.execute(
+            "CREATE TABLE rules (id INTEGER, tier VARCHAR, policy_set VARCHAR, policy VARCHAR, "
+            "rule VARCHAR)"
+        )
+        db.execute(
+            f"INSERT INTO flows_d20231114 VALUES ({T0 + HOUR_MS}, {T0 + HOUR_MS + 10}, 0, "
+            "281470681743361, 0, 281470681743362, 6, 40000, 443, 1, 700, 1, 0, 1, 1, 0, 0, 0, 0, "
+            "0, 0, 1, 2, 'agent', 'host-1', NULL)"
+        )
+        db.execute(
+            "CREATE TABLE flows_rollup (bucket_ms BIGINT, src_ep INTEGER, dst_ep INTEGER, "
+            "proto UTINYINT, dst_port USMALLINT, flows UBIGINT, packets UBIGINT, bytes UBIGINT, "
+            "rpackets UBIGINT, rbytes UBIGINT, allowed UBIGINT, denied UBIGINT, "
+            "would_deny UBIGINT, would_allow UBIGINT)"
+        )
+        db.execute(
+            f"INSERT INTO flows_rollup VALUES ({T0}, 1, 2, 6, 443, 1, 1, 700, 1, 0, 1, 0, 0, 0)"
+        )
+        db.execute(
+            "CREATE TABLE messages (received_ms BIGINT, exporter VARCHAR, facility UTINYINT, "
+            "severity UTINYINT, timestamp_ms BIGINT, hostname VARCHAR, app VARCHAR, text VARCHAR)"
+        )
+        db.execute(
+            "CREATE TABLE agent_progress (host VARCHAR, spool VARCHAR, stored_through BIGINT, "
+            "PRIMARY KEY (host, spool))"
+        )
+        db.execute(
+            "CREATE VIEW flows AS SELECT * FROM flows_template UNION ALL "
+            "SELECT * FROM flows_d20231114"
+        )
+
+
+_OLD_COLUMNS = [
+    *[(c, "BIGINT") for c in ("start_ms", "end_ms")],
+    *[(c, "UBIGINT") for c in ("src_hi", "src_lo", "dst_hi", "dst_lo")],
+    ("proto", "UTINYINT"),
+    *[(c, "USMALLINT") for c in ("src_port", "dst_port")],
+    *[(c, "UBIGINT") for c in ("packets", "bytes", "rpackets", "rbytes")],
+    *[(c, "UTINYINT") for c in ("src_verdict", "dst_verdict")],
+    *[(c, "INTEGER") for c in ("src_rule", "dst_rule")],
+    *[(c, "UTINYINT") for c in ("src_audit", "dst_audit")],
+    *[(c, "INTEGER") for c in ("src_audit_rule", "dst_audit_rule", "src_ep", "dst_ep")],
+    *[(c, "VARCHAR") for c in ("source", "exporter", "via")],
+]
+
+
+def test_a_store_written_before_segments_serves_its_old_flows_beside_new_ones(
+    tmp_path: Path,
+) -> None:
+    """Upgrade: the old day table is read as it is, new rows go to segments, both answer
+    every query together, and retention drops the old day like any other."""
+    path = tmp_path / "flows.duckdb"
+    old_layout(path)
+    store = FlowStore(path, retention_days=1, maintenance_interval_s=None)
+    try:
+        (old,) = store.flows()
+        assert (old.start_ms, old.bytes, old.src.workload, old.dst.tags["tier"]) == (
+            T0 + HOUR_MS,
+            700,
+            "web-1",
+            ["db"],
+        )
+        endpoints = store.endpoints(estate(TAGS))
+        assert len(endpoints) == 3  # web-1 and db-1 kept their ids, crm-1 is new
+        new = {"t": T0 + DAY_MS + HOUR_MS, "src": "10.0.0.1", "dst": "10.0.0.2", "bytes": 50}
+        store.append(batch([new]), endpoints)
+        store.flush()
+        assert [f.start_ms for f in store.flows()] == [T0 + DAY_MS + HOUR_MS, T0 + HOUR_MS]
+        assert totals(store) == totals(store, use_rollups=False) == (2, 750)
+        assert store.enforce_retention(T0 + 2 * DAY_MS + HOUR_MS) == ("flows_d20231114",)
+        assert [f.start_ms for f in store.flows()] == [T0 + DAY_MS + HOUR_MS]
+    finally:
+        store.close()
+    with duckdb.connect(str(path), read_only=True) as db:
+        tables = {
+            name for (name,) in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        }
+    assert "flows_d20231114" not in tables

@@ -1,5 +1,6 @@
-"""Flow analytics: flow records in columns from agents and collectors, their DuckDB store,
-and the questions operators ask of them (flows, top talkers, the graph by tags, violations).
+"""Flow analytics: flow records in columns from agents and collectors, their store (Parquet
+segment files registered in a DuckDB file, which also holds rollups and dictionaries), and the
+questions operators ask of them (flows, top talkers, the graph by tags, violations).
 
 Owns the ``FlowBatch`` column contract (``_batch.py``) that every source produces.  Imports
 the model (to name workloads and tags), the evaluator (audit verdicts of agents' reports) and

@@ -14,8 +14,8 @@ endpoint pair), and only then join the small endpoint table to turn ids into tag
 Verdicts and time ranges are as ``_filters.py`` defines them (ranges half-open on
 ``start_ms``).  A filter without verdict, policy or rule conditions over a range of at least
 :data:`ROLLUP_MIN_SPAN_MS` reads the daily rollup (``_schema.py``) for the whole UTC days
-inside the range and the raw flows only for the partial days at its edges; the answer is the
-same either way.
+inside the range, plus the raw rows not yet rolled up (the view ``flows_unrolled``), and the
+raw flows only for the partial days at its edges; the answer is the same either way.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ __all__ = [
     "Query",
     "flows_query",
     "graph_query",
+    "oldest_of_newest_query",
     "top_talkers_query",
     "violations_query",
 ]
@@ -42,21 +43,28 @@ ROLLUP_MIN_SPAN_MS = ROLLUP_BUCKET_MS
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """SQL with ``?`` placeholders and their values, in order."""
+    """SQL with ``?`` placeholders and their values, in order.  ``after``: the query runs
+    after another in the same snapshot and its first value is the first value of that
+    query's single row (``flows_query``)."""
 
     sql: str
     params: tuple[object, ...]
     rollup: bool = False  # reads flows_rollup for some of the range
+    after: bool = False
+
+    def bind(self, previous: Sequence[Sequence[object]]) -> tuple[object, ...]:
+        """The values to run with, given the previous query's rows."""
+        return (previous[0][0], *self.params) if self.after else self.params
 
 
 def _raw_pairs(
-    f: FlowFilter, since_ms: int | None, until_ms: int | None
+    f: FlowFilter, since_ms: int | None, until_ms: int | None, relation: str = "flows"
 ) -> tuple[str, list[object]]:
     where, params = raw_where(f, since_ms, until_ms)
     sql = f"""SELECT src_ep, dst_ep, count(*) AS flows, sum(bytes + rbytes) AS bytes,
         count(*) FILTER (WHERE {ALLOWED}) AS allowed, count(*) FILTER (WHERE {DENIED}) AS denied,
         count(*) FILTER (WHERE {WOULD_DENY}) AS would_deny
-        FROM flows{where} GROUP BY src_ep, dst_ep"""
+        FROM {relation}{where} GROUP BY src_ep, dst_ep"""
     return sql, params
 
 
@@ -88,6 +96,10 @@ def _pairs(f: FlowFilter, allow_rollup: bool) -> tuple[str, list[object], bool]:
         f"FROM flows_rollup{where} GROUP BY src_ep, dst_ep"
     )
     params += buckets + p
+    # Rows stored but not yet rolled up (``_compact.py``) count from the raw rows.
+    sql, p = _raw_pairs(f, first, last, "flows_unrolled")
+    parts.append(sql)
+    params += p
     if f.until_ms is not None and last is not None and last < f.until_ms:
         sql, p = _raw_pairs(f, last, f.until_ms)
         parts.append(sql)
@@ -169,10 +181,25 @@ def violations_query(f: FlowFilter, limit: int) -> Query:
     return Query(sql, (*params, limit))
 
 
+def oldest_of_newest_query(f: FlowFilter, limit: int) -> Query:
+    """The ``start_ms`` of the oldest of the newest ``limit`` flows (NULL: none), which
+    ``flows_query`` runs after: why two steps, see there."""
+    where, params = raw_where(f, f.since_ms, f.until_ms)
+    newest = f"SELECT start_ms FROM flows{where} ORDER BY start_ms DESC LIMIT ?"
+    sql = f"SELECT min(start_ms) FROM ({newest})"
+    return Query(sql, (*params, limit))
+
+
 def flows_query(f: FlowFilter, limit: int) -> Query:
     """The newest ``limit`` flows (by ``start_ms``, newest first), with both ends' endpoint
-    and the four deciding rules joined; see :func:`_results.flow_record` for the row."""
+    and the four deciding rules joined; see :func:`_results.flow_record` for the row.
+
+    Runs after :func:`oldest_of_newest_query` (``Query.after``), reading only the flows from
+    that time on: DuckDB then skips the segments' row groups of earlier times by their
+    statistics, where one ``ORDER BY start_ms DESC LIMIT`` read every column of every row
+    group (10M flows: 0.2 s in two steps, 1.0 s in one)."""
     where, params = raw_where(f, f.since_ms, f.until_ms)
+    where = " WHERE start_ms >= ?" + (" AND " + where.removeprefix(" WHERE ") if where else "")
     rule_joins = " ".join(
         f"LEFT JOIN rules {alias} ON {alias}.id = f.{column}"
         for alias, column in (
@@ -195,4 +222,4 @@ def flows_query(f: FlowFilter, limit: int) -> Query:
         LEFT JOIN endpoints se ON se.id = f.src_ep LEFT JOIN endpoints de ON de.id = f.dst_ep
         {rule_joins}
         ORDER BY f.start_ms DESC, f.end_ms DESC"""
-    return Query(sql, (*params, limit))
+    return Query(sql, (*params, limit), after=True)

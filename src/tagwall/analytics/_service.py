@@ -135,8 +135,13 @@ class Analytics:
             if fresh:
                 config = self._current_config()
                 now_ms = time.time_ns() // 1_000_000
-                self._store_rows(config, self._pairing.take(config, host, fresh, now_ms))
-                self.store.commit_agent_progress(host, spool, last)
+                rows = self._pairing.take(config, host, fresh, now_ms)
+                with self._lock:
+                    endpoints = self._endpoints
+                    assert endpoints is not None
+                    batches = reports_batches(config, rows)
+                    self.store.append_agent_reports(batches, endpoints, host, spool, last)
+                self.store.flush()  # the rows and the progress, in one transaction
                 self._progress[(host, spool)] = last
             return max(done, last)
 

@@ -1,16 +1,25 @@
-"""``FlowStore``: flow records in one DuckDB file, written by one thread, read by any.
+"""``FlowStore``: flow records in a DuckDB file and the segment files beside it, written by
+one thread, read by any.
 
-This module is the store's public face: opening a file (schema and upgrades, ``_schema.py``
-says the layout), the endpoints and rules the rows point into, ``append``, hand-offs to the
-writer thread (``flush``, agent progress, retention, ``close``) and the queries.  The writer
-thread itself — flushes, day tables, rollups, retention and maintenance — is ``_writer.py``.
+This module is the store's public face: opening a store (schema, upgrades and recovery;
+``_schema.py`` says the layout), hand-offs to the writer thread (``flush``, agents' progress,
+retention, ``compact``, ``close``) and statistics.  Its halves: appending (endpoints,
+``append``, agents' reports) is ``_append.py``; the writer thread (flushes and segment files)
+``_writer.py``, its other changes (rollups, merges, retention) ``_upkeep.py``; the queries
+``_reader.py``; the files ``_segments.py``; the background thread that rolls them up and
+merges them ``_compact.py``.
 
 Write path: ``append`` enriches in the caller's thread (endpoint ids, rule ids, Arrow
 columns: no per-record Python) and queues the rows for the writer thread.  ``flush`` and
-``close`` return once everything accepted before them is committed.  Every write (DDL,
-retention, maintenance) runs on the writer thread, so writes never conflict; queries use their
-own cursors on the same database instance and read the last committed state (DuckDB is MVCC),
-so they never block ingest.
+``close`` return once everything accepted before them is durable: its segment files fsynced
+and registered by a committed transaction.  Every write (DDL, retention, maintenance, a
+compaction's swap) runs on the writer thread, so writes never conflict; queries use their own
+cursors on the same database instance and read the last committed state (DuckDB is MVCC), so
+they never block ingest, and the files they read stay on disk until they end.
+
+Upgrade: a file written before segments existed keeps its day tables ``flows_dYYYYMMDD``;
+the view ``flows`` reads them beside the segments, and retention drops them as their days
+expire.  New rows go to segments only.
 """
 
 from __future__ import annotations
@@ -18,39 +27,34 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type hints
 
 from ..errors import StoreError
-from ..model import Config, Tags
-from ._batch import COLUMNS, FlowBatch, RuleRef
+from ..model import Tags
+from ._append import Appender
+from ._batch import RuleRef
+from ._compact import Compactor
 from ._enrich import Endpoint, Endpoints
-from ._filters import FilterError, FlowFilter, Metric, check_count, check_group_type
-from ._queries import Query, flows_query, graph_query, top_talkers_query, violations_query
-from ._results import (
-    FlowRecord,
-    Graph,
-    Talker,
-    Violation,
-    flow_record,
-    graph_of,
-    talker_of,
-    violation_of,
+from ._reader import Reader
+from ._schema import (
+    DAY_MS,
+    ROLLUP_BUCKET_MS,
+    SCHEMA,
+    day_of,
+    day_table,
+    rollup_of_files_sql,
+    view_sql,
 )
-from ._schema import DAY_MS, ROLLUP_BUCKET_MS, SCHEMA, day_of, day_table, view_sql
-from ._writer import STOP, Call, Rows, Writer
-from .collectors import SyslogMessage
+from ._segments import Segment, SegmentFiles, segment_directory
+from ._upkeep import Upkeep
+from ._writer import STOP, Call, Rows
 
 __all__ = ["FlowStore", "StoreStatistics"]
-
-_EVERY_FLOW = FlowFilter()
-_RULE_COLUMNS = ("src_rule", "dst_rule", "src_audit_rule", "dst_audit_rule")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,16 +66,24 @@ class StoreStatistics:
     messages: int  # syslog messages committed
     flushes: int
     failed_flushes: int  # flushes that raised; their rows stay pending and are retried
+    segments: int  # raw flow files registered now (legacy day tables not counted)
+    compactions: int  # merges of segment files committed since it opened
+    unrolled_rows: int  # stored flow rows the daily rollup does not hold yet (see _compact)
 
 
-class FlowStore(Writer):
-    """Flow records, endpoints, rules, rollups and syslog messages in the DuckDB file ``path``.
+class FlowStore(Appender, Upkeep, Reader):
+    """Flow records, endpoints, rules, rollups and syslog messages in the DuckDB file ``path``
+    and its segment directory ``<path>.segments`` (``_segments.py``).
 
     Raw flows are kept ``retention_days`` whole UTC days (a day goes once all of it is older),
     rollups ``rollup_retention_days``.  Maintenance (retention, rollup merging) runs on the
     writer every ``maintenance_interval_s`` of ``clock`` (None: only when
     ``enforce_retention`` is called).  ``append`` waits while ``max_pending_rows`` are
-    pending; ``append_nowait`` refuses instead and counts the rows as dropped.
+    pending; ``append_nowait`` refuses instead and counts the rows as dropped.  ``compaction``:
+    roll up and merge new segment files in a background thread (``_compact.py``; without it,
+    only ``compact`` does).
+
+    Raises ``duckdb.IOException`` when another process holds the file.
     """
 
     def __init__(
@@ -80,11 +92,12 @@ class FlowStore(Writer):
         *,
         retention_days: int = 30,
         rollup_retention_days: int = 400,
-        flush_rows: int = 200_000,
+        flush_rows: int = 1_000_000,  # ~130 MB a file; 200,000: ~30 ns per row more
         flush_interval_s: float = 1.0,
         max_pending_rows: int = 2_000_000,
         maintenance_interval_s: float | None = 600.0,
         clock: Callable[[], float] = time.time,
+        compaction: bool = True,
     ) -> None:
         if retention_days < 1 or rollup_retention_days < retention_days:
             raise ValueError(
@@ -98,15 +111,25 @@ class FlowStore(Writer):
         self._max_pending = max_pending_rows
         self._maintenance_s = maintenance_interval_s
         self._clock = clock
-        self._db = duckdb.connect(str(path))
+        self._db = duckdb.connect(str(path))  # first: it locks the store against others
+        self._db.execute("SET GLOBAL parquet_metadata_cache = true")  # segments never change
         for statement in SCHEMA:
             self._db.execute(statement)
         tables = self._db.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        # Invariant: _days are the legacy day tables (written before segments existed).
         self._days = {d for (name,) in tables if (d := day_of(name)) is not None}
         # Files written before flows had ``via`` get it (NULL): the view needs one shape.
         for table in ["flows_template", *(day_table(d) for d in self._days)]:
             self._db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS via VARCHAR")
-        self._db.execute(view_sql(self._days))
+        self._files = SegmentFiles(segment_directory(path))
+        # Invariant: _segments are the registered files, as committed (the writer thread
+        # replaces the dict, under _lock, never mutates it).
+        self._segments = _open_segments(self._db, self._files)
+        every = sorted(self._segments)
+        unrolled = [n for n in every if not self._segments[n].rolled_up]
+        paths = self._files.path
+        for statement in view_sql(self._days, list(map(paths, every)), list(map(paths, unrolled))):
+            self._db.execute(statement)
         known = self._db.execute(
             "SELECT id, workload, project, tags FROM endpoints ORDER BY id"
         ).fetchall()
@@ -126,95 +149,40 @@ class FlowStore(Writer):
         self._unsaved = 0  # rows the last flush before closing failed to insert
         self._pending = 0
         self._stored = self._batches = self._dropped = self._messages = 0
-        self._flushes = self._failed = 0
+        self._flushes = self._failed = self._compactions = 0
         self._queue: queue.SimpleQueue[Rows | Call | object] = queue.SimpleQueue()
         self._writer = self._db.cursor()
+        self._compactor = Compactor(
+            self._files,
+            self._registered,
+            lambda inputs, merged: bool(self._call(lambda: self._swap(inputs, merged))),
+            lambda: int(self._clock() * 1000) // DAY_MS,
+            self._aggregate,
+            lambda names, rollup: bool(self._call(lambda: self._roll_up(names, rollup))),
+        )
         self._thread = threading.Thread(target=self._run, name="flow-store", daemon=True)
         self._thread.start()
+        if compaction:
+            self._compactor.start()
+            self._compactor.wake()  # files left small by the last run
 
-    # -- endpoints and the write path ---------------------------------------------------------
+    def _wake_compactor(self) -> None:
+        self._compactor.wake()
 
-    def endpoints(self, config: Config) -> Endpoints:
-        """This store's ``Endpoints``, seeded with its persisted table, updated to ``config``.
-
-        Call it on every revision (it updates the same object); ``append`` takes only it.
-        """
+    def _registered(self) -> list[Segment]:
         with self._lock:
-            if self._endpoints is None:
-                self._endpoints = Endpoints(config, self._known)
-                return self._endpoints
-        self._endpoints.update(config)
-        return self._endpoints
+            return list(self._segments.values())
 
-    def append(self, batch: FlowBatch, endpoints: Endpoints) -> None:
-        """Accept ``batch``, waiting while ``max_pending_rows`` rows are pending."""
-        self._accept(batch, endpoints, wait=True)
-
-    def append_nowait(self, batch: FlowBatch, endpoints: Endpoints) -> bool:
-        """Accept ``batch`` unless that would exceed ``max_pending_rows``; False (and the
-        rows counted as dropped) when refused."""
-        return self._accept(batch, endpoints, wait=False)
-
-    def _accept(self, batch: FlowBatch, endpoints: Endpoints, *, wait: bool) -> bool:
-        if endpoints is not self._endpoints:
-            raise ValueError("append: endpoints must be the ones FlowStore.endpoints returned")
-        n = len(batch)
-        rows = self._arrow(batch, endpoints) if n else None
+    def _aggregate(self, names: Sequence[str]) -> pa.Table:
+        """The rollup rows of the segments ``names`` (any thread, its own cursor)."""
         with self._lock:
             self._check_open_locked()
-            self._dropped += batch.dropped
-            while wait and self._pending and self._pending + n > self._max_pending:
-                self._lock.wait()
-                self._check_open_locked()
-            if self._pending and self._pending + n > self._max_pending:
-                self._dropped += n
-                return False
-            if rows is not None:
-                self._pending += n
-                self._batches += 1
-                self._queue.put(Rows(rows))
-        return True
-
-    def _arrow(self, batch: FlowBatch, endpoints: Endpoints) -> pa.Table:
-        """The batch as the day tables' columns (rule indexes → rule ids, ends → endpoints)."""
-        with self._lock:
-            ids = [self._rule_ids.get(r) or self._new_rule_locked(r) for r in batch.rules]
-        remap = np.array([*ids, 0], np.int32)  # index -1 picks the trailing 0: no rule
-        columns = {name: pa.array(batch.columns[name]) for name in COLUMNS}
-        for name in _RULE_COLUMNS:
-            columns[name] = pa.array(remap[batch.columns[name]])
-        c = batch.columns
-        columns["src_ep"] = pa.array(endpoints.lookup(c["src_hi"], c["src_lo"]))
-        columns["dst_ep"] = pa.array(endpoints.lookup(c["dst_hi"], c["dst_lo"]))
-        zeros = pa.array(np.zeros(len(batch), np.int8))
-        columns["source"] = pa.DictionaryArray.from_arrays(zeros, [batch.source.value])
-        columns["exporter"] = pa.DictionaryArray.from_arrays(zeros, [batch.exporter])
-        columns["via"] = (
-            pa.nulls(len(batch), pa.string())
-            if batch.via is None
-            else pa.array(batch.via, pa.string())
-        )
-        return pa.table(columns)
-
-    def _new_rule_locked(self, rule: RuleRef) -> int:
-        self._rules.append(rule)
-        self._rule_ids[rule] = len(self._rules)
-        return len(self._rules)
-
-    def append_messages(self, messages: Iterable[SyslogMessage]) -> None:
-        """Accept syslog lines that carry no flow; stored with the next flush."""
-        items = list(messages)
-        if not items:
-            return
-        table = pa.table(
-            {
-                name: pa.array([getattr(m, name) for m in items])
-                for name in SyslogMessage.__dataclass_fields__
-            }
-        )
-        with self._lock:
-            self._check_open_locked()
-            self._queue.put(Rows(pa.table({}), table))
+            cursor = self._db.cursor()
+        try:
+            sql = rollup_of_files_sql([self._files.path(n) for n in names])
+            return cursor.sql(sql).to_arrow_table()
+        finally:
+            cursor.close()
 
     def _check_open_locked(self) -> None:
         if self._closed:
@@ -237,26 +205,25 @@ class FlowStore(Writer):
         assert isinstance(rows, list)
         return {(host, spool): seq for host, spool, seq in rows}
 
-    def commit_agent_progress(self, host: str, spool: str, stored_through: int) -> None:
-        """Commit every row accepted before this call, then record that ``host``'s spool
-        ``spool`` is stored up to ``stored_through`` (a crash between the two stores that
-        batch twice on its resend, never loses it)."""
-        self._call(
-            lambda: self._writer.execute(
-                "INSERT OR REPLACE INTO agent_progress VALUES (?, ?, ?)",
-                [host, spool, stored_through],
-            )
-        )
-
     def enforce_retention(self, now_ms: int) -> tuple[str, ...]:
         """Drop the raw days, rollup days and messages that retention lets go as of
-        ``now_ms``, merge finished days' partial rollups; the dropped day tables' names."""
+        ``now_ms``, merge finished days' partial rollups; the dropped days, named as their
+        day tables (``flows_dYYYYMMDD``, whether segments or a legacy table held them)."""
         result = self._call(lambda: self._maintain(now_ms))
         assert isinstance(result, tuple)
         return result
 
+    def compact(self) -> int:
+        """Roll up new segments and merge small ones until nothing is due, in the caller's
+        thread (the background thread does the same at low priority); the steps it took."""
+        merges = 0
+        while self._compactor.step():
+            merges += 1
+        return merges
+
     def close(self) -> None:
         """Commit everything accepted, stop the writer and close the file (idempotent)."""
+        self._compactor.stop()  # first: its last swap needs the writer
         with self._lock:
             if self._closed:
                 return
@@ -266,6 +233,7 @@ class FlowStore(Writer):
         self._thread.join()
         self._writer.close()
         self._db.close()
+        self._files.close()
         if self._unsaved:
             raise StoreError(f"flow store closed with {self._unsaved} rows it could not insert")
 
@@ -279,55 +247,6 @@ class FlowStore(Writer):
             raise StoreError(f"flow store: {call.error}") from call.error
         return call.result
 
-    # -- queries (any thread, own cursor) -----------------------------------------------------
-
-    def _rows(self, query: Query) -> list[tuple[Any, ...]]:
-        with self._lock:
-            self._check_open_locked()
-            cursor = self._db.cursor()
-        try:
-            return cursor.execute(query.sql, list(query.params)).fetchall()
-        finally:
-            cursor.close()
-
-    def flows(self, filter: FlowFilter | None = None, limit: int = 100) -> list[FlowRecord]:
-        """The newest ``limit`` (1-10,000) flows that ``filter`` picks, newest first."""
-        query = flows_query(filter or _EVERY_FLOW, check_count("limit", limit, 10_000))
-        return [flow_record(row) for row in self._rows(query)]
-
-    def top_talkers(
-        self,
-        by: str = "workload",
-        filter: FlowFilter | None = None,
-        n: int = 10,
-        metric: Metric | str = Metric.BYTES,
-        *,
-        use_rollups: bool = True,
-    ) -> list[Talker]:
-        """The ``n`` (1-1,000) workloads or values of tag type ``by`` with the most traffic."""
-        if isinstance(metric, str):
-            metric = _metric(metric)
-        by = check_group_type("by", by)
-        query = top_talkers_query(
-            by, filter or _EVERY_FLOW, check_count("n", n, 1_000), metric, allow_rollup=use_rollups
-        )
-        return [talker_of(row) for row in self._rows(query)]
-
-    def graph(
-        self, by: Sequence[str], filter: FlowFilter | None = None, *, use_rollups: bool = True
-    ) -> Graph:
-        """Traffic between groups of endpoints, a group per tuple of values of ``by``."""
-        types = [check_group_type(f"by[{i}]", t) for i, t in enumerate(by)]
-        if not types:
-            raise FilterError("by", list(by), "names no tag type")
-        query = graph_query(types, filter or _EVERY_FLOW, allow_rollup=use_rollups)
-        return graph_of(types, self._rows(query), query.rollup)
-
-    def violations(self, filter: FlowFilter | None = None, limit: int = 100) -> list[Violation]:
-        """Denied and would-deny flows by violator and deciding rule, most flows first."""
-        query = violations_query(filter or _EVERY_FLOW, check_count("limit", limit, 10_000))
-        return [violation_of(row) for row in self._rows(query)]
-
     def statistics(self) -> StoreStatistics:
         with self._lock:
             return StoreStatistics(
@@ -338,11 +257,23 @@ class FlowStore(Writer):
                 self._messages,
                 self._flushes,
                 self._failed,
+                len(self._segments),
+                self._compactions,
+                sum(s.rows for s in self._segments.values() if not s.rolled_up),
             )
 
 
-def _metric(text: str) -> Metric:
-    try:
-        return Metric(text)
-    except ValueError:
-        raise FilterError("metric", text, "is not a metric", [m.value for m in Metric]) from None
+def _open_segments(db: duckdb.DuckDBPyConnection, files: SegmentFiles) -> dict[str, Segment]:
+    """The registered segments, less those missing or torn (``SegmentFiles.recover``, which
+    also deletes the files nobody registered)."""
+    registered = [
+        Segment(*row)
+        for row in db.execute(
+            "SELECT name, day, rows, level, first_ms, last_ms, rolled_up FROM flow_segments"
+        ).fetchall()
+    ]
+    bad = files.recover(registered)
+    if bad:
+        names = [s.name for s in bad]
+        db.execute("DELETE FROM flow_segments WHERE list_contains(?, name)", [names])
+    return {s.name: s for s in registered if s not in bad}

@@ -288,10 +288,15 @@ def columns(template: Template, sets: Sets) -> dict[str, Any]:
     for role in ("proto", "src_port", "dst_port"):
         column = uint(rows, template, role)
         columns[role] = np.zeros(n, np.uint64) if column is None else column
-    sampling = np.repeat(sets.sampling, counts)
+    # Unsampled (the common case): no per-record multiplication.
+    sampling = None if bool((sets.sampling == 1).all()) else np.repeat(sets.sampling, counts)
     for role in ("packets", "bytes", "rpackets", "rbytes"):
         column = uint(rows, template, role)
-        columns[role] = np.zeros(n, np.uint64) if column is None else column * sampling
+        if column is None:
+            column = np.zeros(n, np.uint64)
+        elif sampling is not None:
+            column = column * sampling
+        columns[role] = column
     start = _time(rows, template, sets, export, "start")
     end = _time(rows, template, sets, export, "end")
     if start is None:
