@@ -43,6 +43,17 @@ the benchmark rather than report a figure for a different path.
 ``firewall_ratio`` = median(static-firewall) / median(static).  The per-round ratios
 (``…_rounds``, variants of one round back to back) show the machine's noise.
 
+**Across hosts** (``--no-remote`` skips it), in a lab of its own built afterwards: the same
+client and server, the forwarder on a third host, ``bench-c``; the policy of the
+``tagwall`` variant, each host declared with its fabric address (``Host.address``), so
+bench-a steers the flow to bench-c through the instance's VXLAN tunnel and back
+(docs/steering.md "Remote instances"): client → bench-a ═ bench-c → forwarder → bench-c ═
+bench-a → bench-b → server, the replies the reverse.  ``throughput_tagwall_remote_gbps``
+(median of ``--repeats`` runs, each checked to cross the forwarder both ways) and
+``remote_over_local_ratio`` = it / ``throughput_tagwall_gbps``: what a remote instance costs
+against a local one (three more fabric crossings each way, two of them encapsulated, on one
+machine's CPU).
+
 **Failover**, in a second lab built afterwards with the nftables agents running (their
 health checks decide): the same client, server and hosts; the instance ``pool-1`` has two
 forwarder workloads on bench-a, ``fwd-a`` and ``fwd-b``, with an ICMP health check every
@@ -60,7 +71,7 @@ seen it healthy and put it back in the hash).  The bound the health checks allow
 ≤ 2 (the default; with 3 the bound is 4 s).
 
 Usage: python bench/steering.py [--json] [--seconds S] [--repeats N] [--interval-s S]
-       [--failures N] [--failover-trials N] [--lab NAME]
+       [--failures N] [--failover-trials N] [--lab NAME] [--no-remote]
 """
 
 from __future__ import annotations
@@ -133,11 +144,11 @@ def _forwarder_ips(n: int) -> tuple[str, str]:
     return f"10.98.0.{n}", f"10.98.1.{n}"
 
 
-def _forwarder(name: str, n: int) -> dict[str, Any]:
-    """A service workload on the client's host."""
+def _forwarder(name: str, n: int, host: str = CLIENT_HOST) -> dict[str, Any]:
+    """A service workload, on the client's host unless ``host`` says otherwise."""
     left, right = _forwarder_ips(n)
     spec = {
-        "host": CLIENT_HOST,
+        "host": host,
         "interfaces": [
             {"name": "left", "ips": [left], "role": "left"},
             {"name": "right", "ips": [right], "role": "right"},
@@ -163,14 +174,15 @@ def _policy(service: str, action: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def throughput_documents(steered: bool = True) -> list[dict[str, Any]]:
+def throughput_documents(steered: bool = True, host: str = CLIENT_HOST) -> list[dict[str, Any]]:
     """The throughput lab, and the policy of the ``tagwall`` variant (``steered``) or of
-    ``static-firewall`` (the same with ``allow`` for ``redirect``)."""
+    ``static-firewall`` (the same with ``allow`` for ``redirect``); the forwarder on
+    ``host``."""
     action = {"action": "redirect", "via": [INSTANCE]} if steered else {"action": "allow"}
     template = {"mode": "in-network", "function": "forwarder"}
     return [
         *lab_documents(),
-        _forwarder(FORWARDER, 1),
+        _forwarder(FORWARDER, 1, host),
         doc("ServiceTemplate", "pass-through", template),
         doc("ServiceInstance", INSTANCE, {"template": "pass-through", "workloads": [FORWARDER]}),
         *_policy(f"tcp/{PORT}", action),
@@ -325,6 +337,58 @@ def measure_throughput(args: argparse.Namespace, here: Path) -> dict[str, Any]:
         finally:
             with signals_held():
                 clear(lab)
+
+
+# -- across hosts -----------------------------------------------------------------------------
+
+REMOTE_HOST = "bench-c"
+
+
+def measure_remote(args: argparse.Namespace, here: Path, local_gbps: float) -> dict[str, Any]:
+    """The forwarder on a third host (module docstring)."""
+    (here / "remote.json").write_text(json.dumps(throughput_documents(host=REMOTE_HOST)))
+    docs = read_manifests(here / "remote.json")
+    with built_lab(docs, args.lab, here / "remote-state", agents=False) as state:
+        hosts = [doc("Host", h.name, {"address": str(h.fabric_ipv4)}) for h in state.hosts]
+        (here / "hosts.json").write_text(json.dumps(hosts))
+        compiler = Compiler(load_config([*docs, *read_manifests(here / "hosts.json")]))
+        workloads = _workloads(state)
+        namespaces = {h.name: h.namespace for h in state.hosts}
+        forwarder_ns = workloads[FORWARDER].namespace
+        runs: list[float] = []
+        try:
+            for r in range(args.repeats):
+                for ns in namespaces.values():
+                    nft_cleanup(ns)
+                    subprocess.run(
+                        ["ip", "netns", "exec", ns, "conntrack", "-F"], capture_output=True
+                    )
+                for host, ns in namespaces.items():
+                    datapath = NftDatapath(netns=ns)
+                    datapath.load(compiler.program(host))
+                    datapath.close()
+                before = {side: rx_packets(forwarder_ns, side) for side in ("left", "right")}
+                end = iperf3(
+                    workloads[CLIENT].namespace, workloads[SERVER].namespace, args.seconds, False
+                )
+                packets = {side: rx_packets(forwarder_ns, side) - n for side, n in before.items()}
+                if min(packets.values()) < MIN_INSTANCE_PACKETS:
+                    raise RuntimeError(
+                        f"tagwall-remote: the flow did not cross {FORWARDER} both ways "
+                        f"(received {packets}): its figure would be for another path"
+                    )
+                runs.append(tcp_gbps(end))
+                say(f"round {r + 1}/{args.repeats} tagwall-remote   {runs[-1]:.2f} Gbit/s")
+        finally:
+            with signals_held():
+                for ns in namespaces.values():
+                    nft_cleanup(ns)
+    median = statistics.median(runs)
+    return {
+        "throughput_tagwall_remote_gbps": round(median, 3),
+        "throughput_tagwall_remote_gbps_runs": [round(g, 3) for g in runs],
+        "remote_over_local_ratio": round(median / local_gbps, 3),
+    }
 
 
 # -- failover ---------------------------------------------------------------------------------
@@ -486,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--failures", type=int, default=2, help="failed checks before down")
     ap.add_argument("--failover-trials", type=int, default=5, help="default 5")
     ap.add_argument("--lab", default="twlabsteer", help="lab name (twlab + ≤ 8 [a-z0-9])")
+    ap.add_argument("--no-remote", action="store_true", help="skip the forwarder on another host")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         say("needs root: it builds labs of network namespaces and programs their routes")
@@ -499,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="tagwall-bench-") as tmp:
             throughput = measure_throughput(args, Path(tmp))
+            local = throughput["throughput_tagwall_gbps"]
+            remote = {} if args.no_remote else measure_remote(args, Path(tmp), local)
             failover = measure_failover(args, Path(tmp))
     except KeyboardInterrupt:
         say("interrupted: the labs and their routes are removed")
@@ -509,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         **throughput,
         "target_ratio": TARGET_RATIO,
+        **remote,
         **failover,
         "elapsed_s": round(time.monotonic() - started, 1),
     }

@@ -88,7 +88,8 @@ def _verdicts(out: str) -> list[tuple[str, str, str, str, str | None]]:
 def test_demo_in_the_lab() -> None:
     """The main job: lab up, real packets equal reach, a live edit flips real verdicts, the
     agents' flow reports show what decided, dev's HTTP into prod passes the L7 firewall (which
-    refuses the bad requests), and a live risk=suspicious tag sends a workload's flows there."""
+    refuses the bad requests), and a live risk=suspicious tag sends a workload's flows there
+    (the firewall runs on another host than the dev workloads: cross-host steering)."""
     result = _demo()
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
@@ -133,6 +134,8 @@ def test_demo_in_the_lab() -> None:
         ("10.1.2.11", "10.1.2.21:8080", "/orders", "allow", None),
         ("10.1.2.11", "10.1.2.21:8080", "/admin", "deny", "no-admin"),
     ]
+    # The firewall runs on host-4, the suspicious workload on host-3: steered by a tunnel.
+    assert re.search(r"^twv[0-9a-f]{6} +UNKNOWN +02:74:", tagged, flags=re.M)
     assert "Traceback" not in result.stderr
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert "twlabdemo" not in left.stdout  # --no-wait took the lab down

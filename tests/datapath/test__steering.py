@@ -9,12 +9,15 @@ import textwrap
 import pytest
 
 from tagwall.compiler import (
+    Compiler,
     Program,
+    apply_delta,
     compile_program,
     diff_programs,
     program_from_wire,
     program_to_wire,
 )
+from tagwall.compiler._distill import MAX_TRANSIT_PEERS
 from tagwall.datapath import NftDatapath
 from tagwall.datapath._nft_render import layout_for, render_health, render_load, render_update
 from tagwall.datapath._steering import (
@@ -22,10 +25,13 @@ from tagwall.datapath._steering import (
     TRANSPARENT_NEXT_HOP,
     Port,
     Steering,
+    Tunnel,
     left_bit,
     pinned_bit,
     steered_paths,
     steering_for,
+    tunnel_key,
+    tunnel_mac,
 )
 from tagwall.errors import DatapathError
 from tagwall.model import (
@@ -455,7 +461,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> tuple[NftDatapath, _RecordingNf
     from tagwall.datapath import _routing
 
     monkeypatch.setattr(_routing, "find_ports", lambda netns: POOL_PORTS)
-    monkeypatch.setattr(_routing, "sync", lambda netns, hops: None)
+    monkeypatch.setattr(_routing, "sync", lambda netns, hops, tunnels=(): None)
     dp = NftDatapath()
     nft = _RecordingNft()
     dp._ctx = nft  # type: ignore[assignment]  # the recording stand-in
@@ -534,3 +540,183 @@ def test_carriers_read_a_flows_label_back_to_its_service_workloads() -> None:
     chain = bits(1, pinned_bit(3), pinned_bit(1))
     assert steering.carriers(chain) == ("fw-1/fw-b", "shop/ids-1/ids")
     assert steering.carriers(0) == () and steering.carriers(bits(5)) == ()
+
+
+# -- cross-host: remote instances and transit ------------------------------------------------
+
+HOSTS = """\
+apiVersion: tagwall/v1
+kind: Host
+metadata: {name: h1}
+spec: {address: 169.254.64.1}
+---
+apiVersion: tagwall/v1
+kind: Host
+metadata: {name: h2}
+spec: {address: 169.254.64.2}
+---
+apiVersion: tagwall/v1
+kind: Host
+metadata: {name: h3}
+spec: {address: 169.254.64.3}
+---
+"""
+FAR_PORTS = {
+    ("far", "left"): Port("tw-far", "02:00:00:00:00:05"),
+    ("far", "right"): Port("tw-far-1", "02:00:00:00:00:06"),
+}
+
+
+def _hosted(rules: str, host: str) -> Program:
+    policy = (
+        "apiVersion: tagwall/v1\nkind: FirewallPolicy\nmetadata: {name: p}\nspec:\n  rules:\n"
+        + textwrap.indent(rules, "  ")
+    )
+    config = load(parse_documents(HOSTS + BASE + "---\n" + policy, "t.yaml"))
+    return compile_program(config, host)
+
+
+def test_a_remote_instance_is_named_with_the_host_that_serves_it() -> None:
+    """With underlay addresses, h1's program says far-1 is served by h2 at 169.254.64.2, and
+    its rule is steered; h2, which holds far, lists it and every other host as a peer.  Both
+    survive the wire and a delta."""
+    h1, h2 = _hosted(CHAIN, "h1"), _hosted(CHAIN, "h2")
+    assert [(str(r.instance), r.host, str(r.address)) for r in h1.remote_services] == [
+        ("far-1", "h2", "169.254.64.2")
+    ]
+    assert [p.host for p in h1.peers] == ["h2", "h3"]  # h1 holds fw and ids: transit too
+    assert steered_paths(h1) == {(Ref("fw-1"), Ref("ids-1")), (Ref("far-1"),)}
+    assert [s.workload for s in h2.services] == ["far"]
+    assert [(p.host, str(p.address)) for p in h2.peers] == [
+        ("h1", "169.254.64.1"),
+        ("h3", "169.254.64.3"),
+    ]
+    for program in (h1, h2):
+        assert program_from_wire(program_to_wire(program)) == program
+    delta = diff_programs(_program(CHAIN), h1)
+    assert delta.remote_services == h1.remote_services
+
+
+def test_a_remote_instance_is_entered_and_left_by_its_tunnel() -> None:
+    """At the deciding host, far-1 is a hop into its VXLAN device (routed to h2's tunnel MAC
+    at h2's address); what comes back by the device goes on (here: delivered), both
+    directions; the flow's carrier is the instance at its host."""
+    steering = steering_for(_hosted(CHAIN, "h1"), PORTS, None)
+    bit = steering.paths[(Ref("far-1"),)]
+    device = f"twv{tunnel_key(Ref('far-1')):06x}"
+    (hop,) = [h for h in steering.hops() if h.device == device]
+    assert (str(hop.gateway), hop.lladdr) == ("169.254.64.2", tunnel_mac("h2"))
+    chains = dict(steering.chains())
+    to = f"meta mark set meta mark or {hop.mark:#010x} accept"
+    assert chains[f"svc_p{bit}_o0"] == ["meta mark set 0x00000000", to]
+    assert chains[f"svc_p{bit}_r0"] == ["meta mark set 0x00000000", to]
+    lines = steering.lines()
+    back = "meta mark set 0x73800000 accept"
+    assert f'iifname "{device}" ct label {bit} ct direction original {back}' in lines
+    assert f'iifname "{device}" ct label {bit} ct direction reply {back}' in lines
+    assert lines.index('iifname "twv*" drop') > lines.index(
+        f"ct label {bit} ct direction original goto svc_p{bit}_o0"
+    )
+    tunnels = {t.device: t for t in steering.tunnels()}
+    assert tunnels[device] == Tunnel(
+        device, tunnel_key(Ref("far-1")), tunnel_mac("h1"), ((tunnel_mac("h2"), "169.254.64.2"),)
+    )
+    assert steering.carriers(1 << bit) == ("far-1@h2",)
+
+
+def test_transit_enters_the_local_instance_and_goes_back_to_its_peer() -> None:
+    """At the instance's host: a peer's packet (by the device and the peer's tunnel MAC) is
+    pinned to that peer in a label bit and enters the instance (left, or right for replies);
+    out of the instance's other side it goes back into the tunnel to that peer; a flow
+    another peer had carried already is sent straight back; the flow is never classified
+    again.  A host that only carries transit has no classify chains."""
+    program = _hosted(CHAIN, "h2")
+    steering = steering_for(program, FAR_PORTS, None)
+    assert steering.paths == {} and steering.transit == {Ref("far-1")}
+    device = f"twv{tunnel_key(Ref('far-1')):06x}"
+    h1, h3 = steering.peers["h1"], steering.peers["h3"]
+    hop = steering.tunnel_hops[("h1", Ref("far-1"))]
+    source = f'iifname "{device}" ether saddr {tunnel_mac("h1")}'
+    lines = steering.lines()
+    assert f"{source} ct direction original ct label set {h1} goto svc_x0_{h1}_o" in lines
+    assert f"{source} ct direction reply ct label set {h1} goto svc_x0_{h1}_r" in lines
+    assert f"{source} ct label {h3} meta mark set {0x73000000 | hop:#010x} accept" in lines
+    out = f"meta mark set {0x73800000 | hop:#010x} accept"
+    assert f'iifname "tw-far-1" ct label {h1} ct direction original {out}' in lines
+    assert f'iifname "tw-far" ct label {h1} ct direction reply {out}' in lines
+    assert f"ct label {h1} accept" in lines
+    chains = dict(steering.chains())
+    assert chains[f"svc_x0_{h1}_o"] == [
+        "meta mark set 0x00000000",
+        "jump svc_i0_l",
+        f"meta mark set meta mark or {0x73000000 | hop:#010x} accept",  # bypassed: back
+    ]
+    text = render_load(program, layout_for(program, "tagwall", None, steering))
+    assert "chain classify" not in text and "ct state new jump classify" not in text
+    assert 'oifname "twv*" tcp flags & syn == syn tcp option maxseg size set rt mtu' in text
+
+
+def test_a_workload_moving_in_makes_its_host_name_the_remote_instance() -> None:
+    """The incremental compiler follows remote services on its fast paths: a tier=web
+    workload placed on h3 (which held nothing) makes h3's delta say far-1 is served by h2,
+    exactly as compiling from scratch does."""
+    rules = "- {name: b, from: {tags: tier=web}, to: {any: true}, action: redirect, via: [far-1]}\n"
+    policy = (
+        "apiVersion: tagwall/v1\nkind: FirewallPolicy\nmetadata: {name: p}\nspec:\n  rules:\n"
+        + textwrap.indent(rules, "  ")
+    )
+    web3 = (
+        "---\napiVersion: tagwall/v1\nkind: Workload\nmetadata: {name: web3}\n"
+        "spec: {host: h3, interfaces: [{ips: [10.1.0.13]}], tags: {tier: web}}\n"
+    )
+    before = load(parse_documents(HOSTS + BASE + "---\n" + policy, "t.yaml"))
+    after = load(parse_documents(HOSTS + BASE + "---\n" + policy + web3, "t.yaml"))
+    compiler = Compiler(before)
+    program = compiler.program("h3")
+    delta = compiler.update(after)["h3"]
+    assert apply_delta(program, delta) == compile_program(after, "h3")
+    assert [(str(r.instance), r.host) for r in compiler.program("h3").remote_services] == [
+        ("far-1", "h2")
+    ]
+
+
+def test_a_host_serves_its_instances_to_a_bounded_ring_of_peers() -> None:
+    """Each host costs a serving host a label bit, so a host serves at most
+    MAX_TRANSIT_PEERS others: those after it in name order, as a ring.  An instance with a
+    member on two hosts serves both hosts' peers; a host neither serves is not steered (its
+    redirect allows), and the serving hosts' programs stay within what the data path holds."""
+    many = "".join(
+        f"---\napiVersion: tagwall/v1\nkind: Host\nmetadata: {{name: x{i:02d}}}\n"
+        f"spec: {{address: 169.254.65.{i + 1}}}\n"
+        f"---\napiVersion: tagwall/v1\nkind: Workload\nmetadata: {{name: web-x{i:02d}}}\n"
+        f"spec: {{host: x{i:02d}, interfaces: [{{ips: [10.2.0.{i + 1}]}}], tags: {{tier: web}}}}\n"
+        for i in range(40)
+    )
+    far2 = (
+        "---\napiVersion: tagwall/v1\nkind: Workload\nmetadata: {name: far2}\n"
+        "spec: {host: x20, interfaces: [{name: left, ips: [10.9.4.1], role: left},\n"
+        "                               {name: right, ips: [10.9.5.1], role: right}]}\n"
+    )
+    rules = "- {name: b, from: {tags: tier=web}, to: {any: true}, action: redirect, via: [far-1]}\n"
+    policy = (
+        "---\napiVersion: tagwall/v1\nkind: FirewallPolicy\nmetadata: {name: p}\nspec:\n"
+        "  rules:\n" + textwrap.indent(rules, "  ")
+    )
+    base = BASE.replace("workloads: [far]}", "workloads: [far, far2]}")
+    config = load(parse_documents(HOSTS + base + many + far2 + policy, "t.yaml"))
+    compiler = Compiler(config)
+
+    def served_by(host: str) -> list[str]:
+        return [r.host for r in compiler.program(host).remote_services]
+
+    # The ring: h1 h2 h3 x00 … x39.  h2 serves the 16 after it: h3, x00 … x14.
+    h2_peers = [p.host for p in compiler.program("h2").peers]
+    assert h2_peers == ["h3", *(f"x{i:02d}" for i in range(15))]
+    assert [p.host for p in compiler.program("x20").peers] == [f"x{i:02d}" for i in range(21, 37)]
+    assert len(h2_peers) == MAX_TRANSIT_PEERS
+    assert served_by("x00") == ["h2"] and served_by("x14") == ["h2"]
+    assert served_by("x21") == ["x20"] and served_by("x36") == ["x20"]
+    for outside in ("x17", "x37", "h1"):
+        assert served_by(outside) == [], outside
+        assert (Ref("far-1"),) not in steered_paths(compiler.program(outside))
+    assert steered_paths(compiler.program("x00")) == {(Ref("far-1"),)}

@@ -24,9 +24,11 @@ from ._program import (
     CompiledService,
     LocalInterface,
     LocalService,
+    Peer,
     PortElement,
     Program,
     ProgramDelta,
+    RemoteService,
     SetDelta,
 )
 from ._wire import (
@@ -47,9 +49,11 @@ __all__ = [
     "Compiler",
     "LocalInterface",
     "LocalService",
+    "Peer",
     "PortElement",
     "Program",
     "ProgramDelta",
+    "RemoteService",
     "SetDelta",
     "apply_delta",
     "compile_program",

@@ -164,6 +164,8 @@ class Delivery(Distiller):
             shadow,
             cfg.settings.default_posture,
             state.services,
+            state.remote_services,
+            state.peers,
         )
 
     def hosts(self) -> list[str]:
@@ -496,4 +498,13 @@ class Delivery(Distiller):
             if before.chains.get(key, ()) != after.chains.get(key, ())
         }
         interfaces = after.interfaces if after.interfaces != before.interfaces else None
-        return parts.delta(host, chains=chains, interfaces=interfaces)
+        steering: dict[str, object] = {
+            key: new
+            for key, old, new in (
+                ("services", before.services, after.services),
+                ("remote_services", before.remote_services, after.remote_services),
+                ("peers", before.peers, after.peers),
+            )
+            if old != new
+        }
+        return parts.delta(host, chains=chains, interfaces=interfaces, **steering)

@@ -68,6 +68,10 @@ def diff_programs(old: Program, new: Program) -> ProgramDelta:
         ),
         default_posture=new.default_posture if new.default_posture != old.default_posture else None,
         services=new.services if new.services != old.services else None,
+        remote_services=(
+            new.remote_services if new.remote_services != old.remote_services else None
+        ),
+        peers=new.peers if new.peers != old.peers else None,
         dropped_sets=frozenset(old.sets.keys() - new.sets.keys()),
         dropped_port_sets=frozenset(old.port_sets.keys() - new.port_sets.keys()),
         dropped_tag_maps=frozenset(old.tag_maps.keys() - new.tag_maps.keys()),
@@ -112,4 +116,8 @@ def apply_delta(program: Program, delta: ProgramDelta) -> Program:
         ),
         default_posture=delta.default_posture or program.default_posture,
         services=delta.services if delta.services is not None else program.services,
+        remote_services=(
+            delta.remote_services if delta.remote_services is not None else program.remote_services
+        ),
+        peers=delta.peers if delta.peers is not None else program.peers,
     )

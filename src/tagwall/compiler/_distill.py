@@ -13,7 +13,7 @@ from a Config; ``Delivery`` (``_deliver.py``) turns it into programs and deltas,
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..model import (
@@ -22,6 +22,7 @@ from ..model import (
     Config,
     Endpoint,
     FirewallPolicy,
+    Host,
     InterfaceRole,
     IPAddress,
     IPNetwork,
@@ -42,9 +43,16 @@ from ._program import (
     CompiledService,
     LocalInterface,
     LocalService,
+    Peer,
     PortElement,
+    RemoteService,
 )
 from ._trim import RuleUse, Uses, local_side, map_view, rule_use, view
+
+# A host serves its instances to at most this many other hosts: each costs the serving host a
+# ``ct label`` bit (datapath ``_steering``: 32 for paths and peers together), and a program
+# the data path cannot hold would stop every update of that host, not just steering.
+MAX_TRANSIT_PEERS = 16
 
 __all__ = [
     "Distiller",
@@ -98,6 +106,8 @@ class HostState:
     isolated_shadow: dict[TrafficDirection, frozenset[IPAddress]] = field(default_factory=dict)
     interfaces: tuple[LocalInterface, ...] = ()
     services: tuple[LocalService, ...] = ()
+    remote_services: tuple[RemoteService, ...] = ()
+    peers: tuple[Peer, ...] = ()
 
     def forget(self) -> None:
         self.local_in.clear()
@@ -151,6 +161,8 @@ class Distiller:
     def _build(self, config: Config) -> None:
         self.config = config
         self._index = TagIndex()
+        self._named_cache: tuple[Mapping[Ref, FirewallPolicy], frozenset[Ref]] | None = None
+        self._ring_cache: tuple[Mapping[str, Host], list[str], dict[str, int]] | None = None
         for w in config.workloads.values():
             self._index.put(w.name, config.effective_tags(w.name))
         self._regions = LabelRegions(config)
@@ -325,17 +337,16 @@ class Distiller:
             for itf in w.interfaces
         )
         state.services = self._local_services(state)
+        state.remote_services = self._remote_services(host, state)
+        state.peers = self._peers(host) if state.services else ()
         state.forget()
         return state
 
-    def _local_services(self, state: HostState) -> tuple[LocalService, ...]:
-        """Every local workload of the instances that enforced redirect rules of the host's
-        blocks name, in the order the instance lists them (several: scale-out); validation
-        guarantees each workload of an instance has a left and a right interface.  Read from
+    def _named_here(self, state: HostState) -> set[Ref]:
+        """The instances that enforced redirect rules of the host's blocks name.  Read from
         the untrimmed blocks: which instances a host runs is steering's business, and the
         local-side trimming of rules (``_trim``) is not meant to change it."""
-        cfg = self.config
-        named = {
+        return {
             ref
             for blocks in state.chains.values()
             for b in blocks
@@ -343,6 +354,78 @@ class Distiller:
             if r.action is Action.REDIRECT and not r.audit
             for ref in r.via
         }
+
+    def _named_anywhere(self) -> frozenset[Ref]:
+        """The instances that an enforced redirect rule of any policy names: a host holding
+        one of their workloads may carry other hosts' flows (transit).  Cached per
+        ``config.policies`` (a change of them with a ``via`` recompiles everything)."""
+        policies = self.config.policies
+        cached = self._named_cache
+        if cached is None or cached[0] is not policies:
+            named = frozenset(
+                ref
+                for p in policies.values()
+                if p.mode is Mode.ENFORCE
+                for r in p.rules
+                if r.action is Action.REDIRECT
+                for ref in r.via
+            )
+            cached = (policies, named)
+            self._named_cache = cached
+        return cached[1]
+
+    def _remote_services(self, host: str, state: HostState) -> tuple[RemoteService, ...]:
+        """The instances the host's enforced redirect rules name that have no workload on the
+        host, each with the host that serves it here: the first by name that holds one of its
+        workloads, has an underlay address (``Host.address``) and counts this host among its
+        peers (``_peers``).  An instance no such host serves is left out (its rules allow
+        without steering)."""
+        cfg = self.config
+        out: list[RemoteService] = []
+        for ref in sorted(self._named_here(state) & cfg.service_instances.keys(), key=str):
+            workloads = [cfg.workloads[n] for n in cfg.service_instances[ref].workloads]
+            homes = {cfg.host_of(w) for w in workloads}
+            if host in homes:
+                continue  # served here (``services``)
+            for home in sorted(h for h in homes if h is not None):
+                address = cfg.hosts[home].address if home in cfg.hosts else None
+                if address is not None and host in self._peer_names(home):
+                    out.append(RemoteService(ref, home, address))
+                    break
+        return tuple(out)
+
+    def _peer_names(self, host: str) -> list[str]:
+        """The hosts ``host`` accepts transit from: of the hosts with an underlay address in
+        name order, as a ring, the ``MAX_TRANSIT_PEERS`` that follow ``host``.  So hosts that
+        serve one instance together take different peers, and every host computes the same
+        answer from the configuration alone.  Cached per ``config.hosts``."""
+        hosts = self.config.hosts
+        if self._ring_cache is None or self._ring_cache[0] is not hosts:
+            ring = sorted(h.name for h in hosts.values() if h.address is not None)
+            self._ring_cache = (hosts, ring, {name: i for i, name in enumerate(ring)})
+        _, ring, position = self._ring_cache
+        if host not in position:
+            return []
+        at, count = position[host], min(MAX_TRANSIT_PEERS, len(ring) - 1)
+        return [ring[(at + k) % len(ring)] for k in range(1, count + 1)]
+
+    def _peers(self, host: str) -> tuple[Peer, ...]:
+        """The hosts that may send this host's service workloads transit (``_peer_names``),
+        by name."""
+        hosts = self.config.hosts
+        return tuple(
+            Peer(name, address)
+            for name in sorted(self._peer_names(host))
+            if (address := hosts[name].address) is not None
+        )
+
+    def _local_services(self, state: HostState) -> tuple[LocalService, ...]:
+        """Every local workload of the instances that enforced redirect rules name (of this
+        host's blocks, or of any host: transit), in the order the instance lists them
+        (several: scale-out); validation guarantees each workload of an instance has a left
+        and a right interface."""
+        cfg = self.config
+        named = self._named_here(state) | self._named_anywhere()
         out: list[LocalService] = []
         for ref in sorted(named & cfg.service_instances.keys(), key=str):
             instance = cfg.service_instances[ref]

@@ -18,7 +18,14 @@ Service chains (DESIGN §2): a ``redirect`` rule's ``via`` names ServiceInstance
 says, for each instance named by a rule of this host, each of its workloads on this host (several:
 scale-out), with their left and right interfaces and the template's health check and
 ``whenAllDown``.  A data path
-steers a flow only through instances listed here (docs/steering.md).
+steers a flow only through instances listed here (docs/steering.md).  It lists the local
+workloads of every instance that an enforced redirect rule of the configuration names, not only
+those this host's rules name: another host's flows may be steered through them (transit).
+``remote_services`` says, for each instance this host's enforced redirect rules name and that
+has no workload here, which host serves it to this host and that host's underlay address;
+``peers``, on a host with ``services``, every other host with an underlay address
+(``Host.address``): the hosts it accepts transit from and returns it to
+(``datapath._steering``).
 
 Set names are stable and readable (``tags:tier=web``, ``cidr:10.0.0.0/8``, ``aps:shop/apps``);
 renderers map them to their own identifiers.  A name means the same on every host, but a
@@ -55,9 +62,11 @@ __all__ = [
     "CompiledService",
     "LocalInterface",
     "LocalService",
+    "Peer",
     "PortElement",
     "Program",
     "ProgramDelta",
+    "RemoteService",
     "SetDelta",
 ]
 
@@ -178,6 +187,26 @@ class LocalService:
     when_all_down: WhenAllDown = WhenAllDown.FAIL_CLOSED
 
 
+@dataclass(frozen=True, slots=True)
+class RemoteService:
+    """A service instance that this host's enforced redirect rules name and that has no
+    workload on this host: ``host`` (the first host by name that holds one of its workloads
+    and has an underlay address) serves it to this host; ``address`` is that host's underlay
+    address (``Host.address``)."""
+
+    instance: Ref
+    host: str
+    address: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Another host and its underlay address (``Host.address``)."""
+
+    host: str
+    address: IPAddress
+
+
 @dataclass(frozen=True)
 class Program:
     """Everything one host enforces.  Invariant: every set, port set and map a block or rule
@@ -193,6 +222,8 @@ class Program:
     isolated_shadow: Mapping[TrafficDirection, str] = field(default_factory=dict)
     default_posture: Posture = Posture.ALLOW
     services: tuple[LocalService, ...] = ()  # sorted by instance (str), then as it lists them
+    remote_services: tuple[RemoteService, ...] = ()  # sorted by instance (str)
+    peers: tuple[Peer, ...] = ()  # sorted by host; empty without ``services``
 
     def set_entries(self) -> dict[str, int]:
         """Elements of each address set as a data path serving both address families
@@ -262,8 +293,21 @@ class Program:
                 }
                 for s in self.services
             ],
+            **self._underlay_dict(),
             "entries": self.entries(),
         }
+
+    def _underlay_dict(self) -> dict[str, object]:
+        """Cross-host steering's part of ``as_dict``: present only when there is some."""
+        out: dict[str, object] = {}
+        if self.remote_services:
+            out["remoteServices"] = [
+                {"instance": str(r.instance), "host": r.host, "address": str(r.address)}
+                for r in self.remote_services
+            ]
+        if self.peers:
+            out["peers"] = {p.host: str(p.address) for p in self.peers}
+        return out
 
 
 def _dir_key(item: tuple[TrafficDirection, str]) -> str:
@@ -307,6 +351,8 @@ class ProgramDelta:
     isolated_shadow: Mapping[TrafficDirection, str] | None = None
     default_posture: Posture | None = None
     services: tuple[LocalService, ...] | None = None  # None = unchanged
+    remote_services: tuple[RemoteService, ...] | None = None  # None = unchanged
+    peers: tuple[Peer, ...] | None = None  # None = unchanged
     dropped_sets: frozenset[str] = frozenset()
     dropped_port_sets: frozenset[str] = frozenset()
     dropped_tag_maps: frozenset[str] = frozenset()
@@ -325,6 +371,8 @@ class ProgramDelta:
             or self.isolated_shadow is not None
             or self.default_posture is not None
             or self.services is not None
+            or self.remote_services is not None
+            or self.peers is not None
             or self.dropped_sets
             or self.dropped_port_sets
             or self.dropped_tag_maps

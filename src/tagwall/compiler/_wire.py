@@ -9,7 +9,8 @@ The shape is versioned by ``WIRE_VERSION``; a reader refuses another version.
 Encodings: addresses and prefixes as strings; a chain key as ``"<direction>/<tier>"``; a
 reference as ``"name"`` or ``"project/name"``; a port element as ``[address, protocol,
 port]``; a tag-map entry as ``[address, [values…]]``; ``services`` (service instances
-steered through on the host) only when there are some, so programs without any encode as
+steered through on the host), ``remoteServices`` (``[{instance, host, address}]``) and
+``peers`` (``{host: address}``) only when there are some, so programs without any encode as
 they did before service chains.  Lists are sorted so the same program
 always encodes to the same text (agents compare digests of it).
 """
@@ -44,9 +45,11 @@ from ._program import (
     CompiledService,
     LocalInterface,
     LocalService,
+    Peer,
     PortElement,
     Program,
     ProgramDelta,
+    RemoteService,
     SetDelta,
 )
 
@@ -153,6 +156,14 @@ def _services(items: tuple[LocalService, ...]) -> list[Json]:
     ]
 
 
+def _remote_services(items: tuple[RemoteService, ...]) -> list[Json]:
+    return [{"instance": str(r.instance), "host": r.host, "address": str(r.address)} for r in items]
+
+
+def _peers(items: tuple[Peer, ...]) -> dict[str, Json]:
+    return {p.host: str(p.address) for p in items}
+
+
 def _health_check(c: HealthCheck) -> Json:
     return {
         "type": c.type.value,
@@ -185,6 +196,8 @@ def program_to_wire(p: Program) -> dict[str, Json]:
         "isolatedShadow": _directions(p.isolated_shadow),
         "defaultPosture": p.default_posture.value,
         **({"services": _services(p.services)} if p.services else {}),
+        **({"remoteServices": _remote_services(p.remote_services)} if p.remote_services else {}),
+        **({"peers": _peers(p.peers)} if p.peers else {}),
     }
 
 
@@ -223,6 +236,10 @@ def delta_to_wire(d: ProgramDelta) -> dict[str, Json]:
         out["defaultPosture"] = d.default_posture.value
     if d.services is not None:
         out["services"] = _services(d.services)
+    if d.remote_services is not None:
+        out["remoteServices"] = _remote_services(d.remote_services)
+    if d.peers is not None:
+        out["peers"] = _peers(d.peers)
     for key, names in (
         ("droppedSets", d.dropped_sets),
         ("droppedPortSets", d.dropped_port_sets),
@@ -421,6 +438,18 @@ def _read_services(r: _Reader | None) -> tuple[LocalService, ...]:
     )
 
 
+def _read_remote_services(r: _Reader | None) -> tuple[RemoteService, ...]:
+    return tuple(
+        RemoteService(_ref(s.at("instance")), s.at("host").str_(), _ip(s.at("address")))
+        for s in (r.items() if r is not None else ())
+    )
+
+
+def _read_peers(r: _Reader | None) -> tuple[Peer, ...]:
+    peers = _named(r, _ip)
+    return tuple(Peer(host, peers[host]) for host in sorted(peers))
+
+
 def _read_health_check(r: _Reader | None) -> HealthCheck | None:
     if r is None:
         return None
@@ -467,6 +496,8 @@ def program_from_wire(value: Json) -> Program:
         isolated_shadow=_read_directions(r.at("isolatedShadow")),
         default_posture=r.at("defaultPosture").parse(Posture, "a posture"),
         services=_read_services(r.opt("services")),
+        remote_services=_read_remote_services(r.opt("remoteServices")),
+        peers=_read_peers(r.opt("peers")),
     )
 
 
@@ -476,6 +507,7 @@ def delta_from_wire(value: Json) -> ProgramDelta:
     interfaces, isolated = r.opt("interfaces"), r.opt("isolated")
     shadow, posture, chains = r.opt("isolatedShadow"), r.opt("defaultPosture"), r.opt("chains")
     set_deltas, services = r.opt("setDeltas"), r.opt("services")
+    remote, peers = r.opt("remoteServices"), r.opt("peers")
 
     def names(key: str) -> frozenset[str]:
         found = r.opt(key)
@@ -513,6 +545,8 @@ def delta_from_wire(value: Json) -> ProgramDelta:
         isolated_shadow=None if shadow is None else _read_directions(shadow),
         default_posture=None if posture is None else posture.parse(Posture, "a posture"),
         services=None if services is None else _read_services(services),
+        remote_services=None if remote is None else _read_remote_services(remote),
+        peers=None if peers is None else _read_peers(peers),
         dropped_sets=names("droppedSets"),
         dropped_port_sets=names("droppedPortSets"),
         dropped_tag_maps=names("droppedTagMaps"),

@@ -5,12 +5,13 @@ this table (``_nft_render.py`` writes it, ``_nftlib.py`` runs it), so a refused 
 leaves the previous program in force and other tables are never touched.  What the table
 looks like and why is the ``_nft_render`` docstring.
 
-Service chains (``_steering``) also need policy routing, which nftables cannot hold: the
-routes of the new program are added before its transaction (next to the old ones, which the
-old table still uses), the old ones removed after it; a refused transaction puts the old
-routes back.  ``cleanup`` removes both.  Service health (``set_service_health``) changes
-only steering chains, in one transaction, and no route: a down member keeps its routes (its
-flows in flight still reach it) but no packet is marked for them.
+Service chains (``_steering``) also need policy routing and, for instances on other hosts,
+tunnel devices, which nftables cannot hold: the routes and tunnels of the new program are
+added before its transaction (next to the old ones, which the old table still uses), the old
+ones removed after it; a refused transaction puts the old routes back.  ``cleanup`` removes
+both.  Service health (``set_service_health``) changes only steering chains, in one
+transaction, and no route: a down member keeps its routes (its flows in flight still reach
+it) but no packet is marked for them.
 
 State: ``_program`` and ``_layout`` describe what the kernel holds; both change only after
 nft accepted the transaction, under ``_lock`` (the agent calls from worker threads).
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -47,6 +48,7 @@ from ._steering import (
     Port,
     ServiceStatus,
     Steering,
+    Tunnel,
     counter_names,
     steered_paths,
     steering_for,
@@ -294,7 +296,7 @@ class NftDatapath:
         """The steering of ``program`` with this host's service ports (found only when it
         has steered paths).  Caller holds ``_lock``."""
         previous = self._layout.steering if self._layout is not None else None
-        if not steered_paths(program):
+        if not steered_paths(program) and not (program.peers and program.services):
             return Steering()
         from ._routing import find_ports
 
@@ -304,21 +306,40 @@ class NftDatapath:
         """Run ``script`` with the routes of ``steering`` in place (the module docstring).
         Caller holds ``_lock``."""
         old = self._layout.steering if self._layout is not None else Steering()
-        routed = steering.paths or old.paths
+        routed = steering.active or old.active
         if routed:
             from ._routing import sync
 
             kept = {h.id: h for h in old.hops()}
-            sync(self.netns, {**kept, **{h.id: h for h in steering.hops()}}.values())
+            tunnels = {t.device: t for t in old.tunnels()} | {
+                t.device: t for t in steering.tunnels()
+            }
+            sync(
+                self.netns,
+                {**kept, **{h.id: h for h in steering.hops()}}.values(),
+                _merged(tunnels.values(), old.tunnels()),
+            )
         try:
             self._ctx.run(script, operation=what)
         except BaseException:
             if routed:
-                sync(self.netns, old.hops())
+                sync(self.netns, old.hops(), old.tunnels())
             raise
         if routed:
-            sync(self.netns, steering.hops())
+            sync(self.netns, steering.hops(), steering.tunnels())
         self._last_script = script
+
+
+def _merged(tunnels: Iterable[Tunnel], old: Iterable[Tunnel]) -> list[Tunnel]:
+    """``tunnels`` each with the peers of its device in ``old`` too: while a change is
+    applied, both programs' routes may use them."""
+    before = {t.device: t for t in old}
+    return [
+        replace(t, peers=tuple(sorted({*t.peers, *before[t.device].peers})))
+        if t.device in before and before[t.device].vni == t.vni and before[t.device].mac == t.mac
+        else t
+        for t in tunnels
+    ]
 
 
 def _unknown_name(what: str, exc: KeyError) -> DatapathError:
@@ -336,7 +357,7 @@ def _rules(listing: str) -> list[dict[str, Any]]:
 
 def cleanup(netns: str | None = None, table: str = "tagwall") -> None:
     """Remove the tagwall table from ``netns`` (None: the caller's namespace), and the policy
-    routing of its service chains; no error when there is none."""
+    routing and tunnels of its service chains; no error when there is none."""
     from ._routing import sync
 
     _check_table(table)

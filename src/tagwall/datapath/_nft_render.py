@@ -46,9 +46,11 @@ rules that cannot match it.  A tier chain whose chains would hold more than
 Verdicts: allow, redirect → accept (a redirect decides like allow; which flows it steers
 through service instances, and how, is ``_steering``: with a steered path the table also
 holds a prerouting chain ``steer``, the ``svc_`` chains and named counters of the service
-workloads, ``c_``-prefixed classify copies of the tier chains, and an accept of packets back
-from a service first in each forward chain; ``render_health`` rewrites the ``svc_`` chains
-that a health change touches); deny → drop; reject →
+workloads, ``c_``-prefixed classify copies of the tier chains (only with a path of its own: a
+host that only carries other hosts' flows has none), an accept of packets back from a
+service first in each forward chain, and with tunnels (remote instances, transit) a forward
+chain ``tunnel_mss`` at priority -5 that clamps the MSS of TCP SYNs into them;
+``render_health`` rewrites the ``svc_`` chains that a health change touches); deny → drop; reject →
 goto refuse; pass → return.  Each allow/deny/reject (and the isolation drop and the default
 posture) also reports which rule decided: ``ct mark`` for allowed flows, NFLOG for dropped
 packets (``_nft_decisions.py``; ``Layout.decisions`` holds the ids).  Audit rules are not
@@ -161,7 +163,7 @@ from ._nft_decisions import (
     decision_statement,
 )
 from ._nft_ranges import RunChanges, range_changes, run_elements, set_runs, touched_sets
-from ._steering import BACK_FLAG, STEER_MARK, Steering
+from ._steering import BACK_FLAG, STEER_MARK, TUNNEL_PREFIX, Steering
 
 __all__ = [
     "ISOLATED_COMMENT",
@@ -223,9 +225,10 @@ class Layout:
 
     @property
     def steers(self) -> bool:
-        """Are the steering chains rendered?  Only with IPv4 local addresses: steering is
-        IPv4 only (``_steering``)."""
-        return bool(self.steering.paths) and 4 in self.families
+        """Are the steering chains rendered?  Paths only with IPv4 local addresses: steering
+        is IPv4 only (``_steering``); transit needs none (a host may run nothing but a
+        transparent service, which has no address)."""
+        return self.steering.active and (4 in self.families or not self.steering.paths)
 
 
 @dataclass(frozen=True, slots=True)
@@ -848,6 +851,7 @@ _STEERED_BACK = (
     f"meta mark and {MARK_SCRATCH_MASK | BACK_FLAG:#010x} == {STEER_MARK | BACK_FLAG:#010x}"
 )
 _STEER_PRIORITY = -150  # mangle: after conntrack (-200), before the routing decision
+_MSS_PRIORITY = -5  # before the forward chains, whose established accept would end it
 
 
 def _steering_chains(program: Program, layout: Layout, memo: _Memo) -> list[tuple[str, list[str]]]:
@@ -856,25 +860,42 @@ def _steering_chains(program: Program, layout: Layout, memo: _Memo) -> list[tupl
     rule that names it)."""
     style = _Style(layout.steering)
     out = layout.steering.chains()
-    out.append(("c_ingress", []))  # filled last: it names c_ingress_eval
-    for d in TrafficDirection:
-        for tier in Tier:
-            out += _tier_chains(program, layout, d, tier, memo, style)
-    ingress, egress = TrafficDirection.INGRESS.value, TrafficDirection.EGRESS.value
-    out.append((f"c_{ingress}_eval", [*_classify_eval(TrafficDirection.INGRESS), "accept"]))
-    out.append(("c_ingress", [f"ip daddr @local_4 goto c_{ingress}_eval", "accept"]))
-    out.append((f"c_{egress}_eval", [*_classify_eval(TrafficDirection.EGRESS), "goto c_ingress"]))
-    out.append(("classify", [f"ip saddr @local_4 goto c_{egress}_eval", "goto c_ingress"]))
+    classify = []
+    if layout.steering.paths:  # a host that only carries transit classifies nothing
+        out.append(("c_ingress", []))  # filled last: it names c_ingress_eval
+        for d in TrafficDirection:
+            for tier in Tier:
+                out += _tier_chains(program, layout, d, tier, memo, style)
+        ingress, egress = TrafficDirection.INGRESS.value, TrafficDirection.EGRESS.value
+        out.append((f"c_{ingress}_eval", [*_classify_eval(TrafficDirection.INGRESS), "accept"]))
+        out.append(("c_ingress", [f"ip daddr @local_4 goto c_{ingress}_eval", "accept"]))
+        out.append(
+            (f"c_{egress}_eval", [*_classify_eval(TrafficDirection.EGRESS), "goto c_ingress"])
+        )
+        out.append(("classify", [f"ip saddr @local_4 goto c_{egress}_eval", "goto c_ingress"]))
+        classify = ["ct state new jump classify"]
     out.append(
         (
             "steer",
             [
                 f"type filter hook prerouting priority {_STEER_PRIORITY}; policy accept;",
                 *layout.steering.lines(),
-                "ct state new jump classify",
+                *classify,
             ],
         )
     )
+    if layout.steering.tunnel_hops:
+        # Encapsulation costs 50 bytes: TCP handshakes into a tunnel offer what fits.
+        out.append(
+            (
+                "tunnel_mss",
+                [
+                    f"type filter hook forward priority {_MSS_PRIORITY}; policy accept;",
+                    f'oifname "{TUNNEL_PREFIX}*" tcp flags & syn == syn '
+                    "tcp option maxseg size set rt mtu",
+                ],
+            )
+        )
     return out
 
 

@@ -3,10 +3,19 @@ interfaces, and holding the policy-routing rules, tables and neighbour entries o
 (``_steering`` says what they are).  Needs root in the host namespace.
 
 Ownership: every rule with priority ``RULE_PRIORITY`` whose table is in ``ROUTE_TABLE_BASE`` …
-``+ 0xffff``, every route in those tables and every neighbour entry of
-``TRANSPARENT_NEXT_HOP`` belong to tagwall; ``sync`` makes them exactly the wanted hops and
-touches nothing else.  pyroute2 is imported by the functions (the agent must not pay for it
-at import, tests/test_exports.py).
+``+ 0xffff``, every route in those tables, every neighbour entry of ``TRANSPARENT_NEXT_HOP``
+and every VXLAN device named ``TUNNEL_PREFIX…`` (with its neighbour and forwarding entries)
+belong to tagwall; ``sync`` makes them exactly the wanted hops and tunnels and touches nothing
+else.  A tunnel device is made with its VNI, port ``TUNNEL_PORT``, no learning, MTU
+``TUNNEL_MTU``, the host's tunnel MAC, ``rp_filter`` off (packets of any address come out of
+it), and one forwarding entry per peer (its tunnel MAC → its underlay address).  A tunnel
+encapsulates with the packet's mark, and the mark would route the outer packet back into the
+tunnel: while there are tunnels, the rule ``iif lo fwmark STEER_MARK/0xff000000 lookup main``
+(priority ``RULE_PRIORITY - 1``) is tagwall's too, so packets the host itself sends with a
+steering mark — only encapsulated ones — take the main table to the peer.
+
+pyroute2 is imported by the functions (the agent must not pay for it at import,
+tests/test_exports.py).
 """
 
 from __future__ import annotations
@@ -18,7 +27,19 @@ from typing import Any
 
 from .._netns import entered
 from ..errors import DatapathError
-from ._steering import ROUTE_TABLE_BASE, RULE_MASK, RULE_PRIORITY, TRANSPARENT_NEXT_HOP, Hop, Port
+from ._steering import (
+    ROUTE_TABLE_BASE,
+    RULE_MASK,
+    RULE_PRIORITY,
+    STEER_MARK,
+    TRANSPARENT_NEXT_HOP,
+    TUNNEL_MTU,
+    TUNNEL_PORT,
+    TUNNEL_PREFIX,
+    Hop,
+    Port,
+    Tunnel,
+)
 
 __all__ = ["find_ports", "sync"]
 
@@ -56,14 +77,19 @@ def find_ports(netns: str | None) -> dict[tuple[str, str], Port]:
     return out
 
 
-def sync(netns: str | None, hops: Iterable[Hop]) -> None:
-    """Make tagwall's rules, routes and neighbours in ``netns`` exactly those of ``hops``.
-    Raises ``DatapathError`` naming the hop the kernel refused (what was done stays: call
-    again with the hops to go back to)."""
+def sync(netns: str | None, hops: Iterable[Hop], tunnels: Iterable[Tunnel] = ()) -> None:
+    """Make tagwall's tunnel devices, rules, routes and neighbours in ``netns`` exactly those
+    of ``tunnels`` and ``hops`` (a hop may route into a tunnel).  Raises ``DatapathError``
+    naming the hop or tunnel the kernel refused (what was done stays: call again with the
+    hops and tunnels to go back to)."""
     from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
     wanted = {h.table: h for h in hops}
     with _ipr(netns) as ipr:
+        try:
+            _sync_tunnels(ipr, netns, list(tunnels))
+        except NetlinkError as exc:
+            raise DatapathError(f"cannot make steering tunnels: {exc.args[1]}") from exc
         index = {link.get_attr("IFLA_IFNAME"): link["index"] for link in ipr.get_links()}
         rules = {
             r.get_attr("FRA_TABLE"): r
@@ -80,6 +106,12 @@ def sync(netns: str | None, hops: Iterable[Hop]) -> None:
                 h.lladdr and index.get(h.device) == neigh["ifindex"] for h in wanted.values()
             ):
                 ipr.neigh("del", dst=str(TRANSPARENT_NEXT_HOP), ifindex=neigh["ifindex"])
+        tunnel_ifindex = {i for name, i in index.items() if name.startswith(TUNNEL_PREFIX)}
+        keep = {(index.get(h.device), str(h.gateway)) for h in wanted.values() if h.lladdr}
+        for neigh in ipr.get_neighbours(family=socket.AF_INET):
+            key = (neigh["ifindex"], neigh.get_attr("NDA_DST"))
+            if neigh["ifindex"] in tunnel_ifindex and key not in keep:
+                ipr.neigh("del", dst=key[1], ifindex=key[0])
         for hop in wanted.values():
             try:
                 _install(ipr, hop, index, hop.table in rules and hop.mark == _mark(rules, hop))
@@ -124,3 +156,80 @@ def _install(ipr: Any, hop: Hop, index: dict[str, int], has_rule: bool) -> None:
 def _flush(ipr: Any, table: int) -> None:
     for route in ipr.get_routes(family=socket.AF_INET, table=table):
         ipr.route("del", table=table, dst="0.0.0.0/0", oif=route.get_attr("RTA_OIF"))
+
+
+_VXLAN_KIND = "vxlan"
+_UNDERLAY_PRIORITY = RULE_PRIORITY - 1
+_MAIN_TABLE = 254
+_STEER_MASK = 0xFF000000
+
+
+def _sync_tunnels(ipr: Any, netns: str | None, tunnels: list[Tunnel]) -> None:
+    """Make the ``TUNNEL_PREFIX`` VXLAN devices exactly ``tunnels``: a device whose VNI or
+    MAC differs is made again; forwarding entries follow each tunnel's peers.  With tunnels,
+    also the rule that routes the encapsulated packets by the main table (module
+    docstring)."""
+    rules = [
+        r
+        for r in ipr.get_rules(family=socket.AF_INET)
+        if r.get_attr("FRA_PRIORITY") == _UNDERLAY_PRIORITY
+        and r.get_attr("FRA_TABLE") == _MAIN_TABLE
+    ]
+    if tunnels and not rules:
+        ipr.rule(
+            "add",
+            family=socket.AF_INET,
+            priority=_UNDERLAY_PRIORITY,
+            iifname="lo",
+            fwmark=STEER_MARK,
+            fwmask=_STEER_MASK,
+            table=_MAIN_TABLE,
+        )
+    elif not tunnels and rules:
+        ipr.rule("del", family=socket.AF_INET, priority=_UNDERLAY_PRIORITY, table=_MAIN_TABLE)
+    wanted = {t.device: t for t in tunnels}
+    have: dict[str, Any] = {}
+    for link in ipr.get_links():
+        name = link.get_attr("IFLA_IFNAME")
+        info = link.get_attr("IFLA_LINKINFO")
+        if not name.startswith(TUNNEL_PREFIX) or info is None:
+            continue
+        if info.get_attr("IFLA_INFO_KIND") != _VXLAN_KIND:
+            continue
+        t = wanted.get(name)
+        vni = info.get_attr("IFLA_INFO_DATA").get_attr("IFLA_VXLAN_ID")
+        if t is None or vni != t.vni or link.get_attr("IFLA_ADDRESS") != t.mac:
+            ipr.link("del", index=link["index"])
+        else:
+            have[name] = link["index"]
+    for t in tunnels:
+        if t.device not in have:
+            ipr.link(
+                "add",
+                ifname=t.device,
+                kind=_VXLAN_KIND,
+                vxlan_id=t.vni,
+                vxlan_port=TUNNEL_PORT,
+                vxlan_learning=0,
+                address=t.mac,
+                mtu=TUNNEL_MTU,
+            )
+            (have[t.device],) = ipr.link_lookup(ifname=t.device)
+            _rp_filter_off(netns, t.device)
+            ipr.link("set", index=have[t.device], state="up")
+        device = have[t.device]
+        peers = set(t.peers)
+        for entry in ipr.get_neighbours(family=socket.AF_BRIDGE, ifindex=device):
+            mac, dst = entry.get_attr("NDA_LLADDR"), entry.get_attr("NDA_DST")
+            if dst is not None and (mac, dst) not in peers:
+                ipr.fdb("del", ifindex=device, lladdr=mac, dst=dst)
+            peers.discard((mac, dst))
+        for mac, dst in sorted(peers):
+            ipr.fdb("append", ifindex=device, lladdr=mac, dst=dst)
+
+
+def _rp_filter_off(netns: str | None, device: str) -> None:
+    """Packets of every address come out of a tunnel; strict reverse-path filtering would
+    drop them.  (``/proc/sys/net`` shows the namespace of the thread that opens it.)"""
+    with entered(netns), open(f"/proc/sys/net/ipv4/conf/{device}/rp_filter", "w") as f:
+        f.write("0")

@@ -4,9 +4,10 @@ and the marks, labels and routes that take them there (DESIGN §2 "Service chain
 ``_routing`` applies the routes.
 
 A **path** is the ``via`` of an enforced ``redirect`` rule of this host's program whose every
-instance has a workload on this host (``Program.services``); a redirect rule whose path is not
-local allows without steering.  A **member** is one (instance, workload) of a path's
-instances on this host; an instance with several is scaled out.
+instance has a workload on this host (``Program.services``) or is served to it by another host
+(``Program.remote_services``: *remote*, below); a redirect rule naming an instance that no
+host with an underlay address serves allows without steering.  A **member** is one (instance,
+workload) of an instance on this host; an instance with several is scaled out.
 
 ``ct label`` (128 bits; ``ct mark`` holds the decision ids, ``_nft_decisions``) pins a flow,
 both directions, for its life.  Bits are only ever set: nft cannot clear one (``ct label set``
@@ -67,6 +68,53 @@ destination's ingress walk; a steered redirect sets the path bit and goes to ``s
 So a flow is steered by the rule that decides it, exactly as the forward chains decide it
 (redirect decides like allow), IPv4 only.
 
+**Remote instances and transit** (cross-host steering).  The host that decides a flow (S)
+anchors it: every packet of a steered flow, both directions, passes S before and after each
+remote instance, so the destination's host needs to know nothing, wherever it is (S itself,
+the instance's host, a third host, outside the estate).  Between S and the instance's host H
+the packet travels in a VXLAN tunnel (the only encapsulation this kernel offers; packet marks
+do not cross hosts): one device per instance on every host that uses it, ``twv`` + the VNI
+``tunnel_key(instance)`` (24 bits of a hash of its name: the same on every host, stable
+across revisions, no allocation), NBMA (no fixed remote: a forwarding entry per peer, the
+peer's ``tunnel_mac`` → its underlay address), port ``TUNNEL_PORT``, MTU ``TUNNEL_MTU``.
+
+* At S a remote instance j is one hop: ``default via <H's underlay address> dev twv…
+  onlink`` with the permanent neighbour ``<H's address>`` → ``tunnel_mac(H)``.  Its "ports"
+  (``_ports``) are the tunnel device: what comes back out of it continues the path exactly
+  as from a local instance's right (original) or left (reply) port; H decides health, so S
+  has no chain for it (``_enter``).
+* At H every local instance accepts transit from every peer (``Program.peers``: all other
+  hosts with an underlay address).  A peer P gets a ``ct label`` bit from the path bits'
+  range (``peers``): ``steer`` matches ``iifname twv… ether saddr tunnel_mac(P)``, sets P's
+  bit and enters ``svc_x<n>_<bit>_o`` (``_r`` for replies): mark 0 (the forward chains
+  evaluate it, which matters when the destination is H's), the instance chain by its left
+  (right), and, if it returns (fail-open bypass), back into the tunnel to P.  Out of the
+  instance's right (original) or left (reply) port a packet with P's bit goes back into the
+  tunnel to P (``BACK_FLAG``: evaluated already).  Fail-closed drops at H.
+* A flow two hosts steer (the source's egress, then the destination's ingress, through the
+  same instance) reaches H twice: the second time its label already holds the first peer's
+  bit, or the bit of H's own path through the instance when H is the source's host, and H
+  sends it straight back (``ct label <bit> … accept`` before the entry), so each packet
+  crosses the instance once.  A flow carrying a peer's bit is never
+  classified at H (``ct label <bit> accept``): when its destination is on H, the delivered
+  packet is still ``new`` there.
+* Encapsulation keeps the packet's mark, which would route the outer packet back into the
+  tunnel: ``_routing`` adds ``iif lo fwmark 0x73000000/0xff000000 lookup main`` before the
+  hop rules.  TCP SYNs into a tunnel get their MSS clamped to its route's MTU (chain
+  ``tunnel_mss``, ``_nft_render``), so full-sized segments fit after encapsulation.
+
+Worked example (tests/lab/test_steering_remote_privileged.py): web on host-1 → app on host-2
+tcp/80 via fw-1 on host-3.  SYN: host-1 classifies it (path bit 0), hop into ``twv…`` →
+host-3 pins it to fw (peer bit of host-1) → fw → host-3 sends it back into ``twv…`` → host-1
+delivers it (main table) to host-2, whose ingress also redirects it via fw-1 → host-3 sees
+host-1's bit and returns it to host-2 untouched → app.  SYN-ACK: host-2 → host-1 (main
+table) → reply of path 0: hop into ``twv…`` → host-3, fw by its right → host-1 → web.  Limits:
+IPv4 underlay and flows; an instance is served to other hosts by one host (the first by name
+with a workload of it and an address; ``RemoteService``), so a scale-out across hosts
+balances only each host's own flows; at most 32 paths and peers together on a host (label
+bits); the destination's host steering through a *local* member of an instance the source
+already steered through remotely would cross it twice (not detected).
+
 Counters: per member slot the named counters ``svc_<s>_packets`` (packets sent into it: hops of
 ``svc_keep`` and ``svc_pin``) and ``svc_<s>_flows`` (pins made); named, so a health change,
 which rewrites rules, keeps them.
@@ -74,12 +122,13 @@ which rewrites rules, keeps them.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from ..compiler import LocalService, Program
+from ..compiler import LocalService, Program, RemoteService
 from ..errors import DatapathError
 from ..model import Action, InterfaceRole, Ref, ServiceTemplateMode, WhenAllDown
 
@@ -92,14 +141,20 @@ __all__ = [
     "RULE_PRIORITY",
     "STEER_MARK",
     "TRANSPARENT_NEXT_HOP",
+    "TUNNEL_MTU",
+    "TUNNEL_PORT",
+    "TUNNEL_PREFIX",
     "Hop",
     "Member",
     "Port",
     "ServiceStatus",
     "Steering",
+    "Tunnel",
     "interface_alias",
     "steered_paths",
     "steering_for",
+    "tunnel_key",
+    "tunnel_mac",
 ]
 
 STEER_MARK = 0x73000000  # "s"; hop n = STEER_MARK | n.  Disjoint from matchTags' 0x74……
@@ -112,12 +167,48 @@ TRANSPARENT_NEXT_HOP = ipaddress.IPv4Address("169.254.0.116")
 MAX_PATHS = 32  # ct label bits 0-31
 MAX_MEMBERS = 48  # ct label bits 32-127, two per member
 _PIN_BASE = MAX_PATHS
+TUNNEL_PREFIX = "twv"  # tunnel devices: "twv" + the VNI in 6 hex digits; never "tw-*"
+TUNNEL_PORT = 4789  # VXLAN's IANA port
+TUNNEL_MTU = 1450  # a 1500-byte underlay less VXLAN's 50 bytes (outer IPv4, UDP, VXLAN, Ethernet)
 _SIDE = {InterfaceRole.LEFT: "l", InterfaceRole.RIGHT: "r"}
 
 Path = tuple[Ref, ...]
 Member = tuple[Ref, str]  # (instance, workload)
 HopKey = tuple[Member, InterfaceRole]  # (member, the side a packet enters it by)
-K = TypeVar("K", Path, Member, HopKey)
+TunnelKey = tuple[str, Ref]  # (peer host, instance): the way to a peer for one instance
+K = TypeVar("K", Path, Member, HopKey, TunnelKey, str)
+
+
+def tunnel_key(instance: Ref) -> int:
+    """The VXLAN network identifier of ``instance`` on every host: the first 24 bits of the
+    SHA-256 of its name (0 is avoided), so it needs no coordination and never changes while
+    the instance keeps its name.  Worked example: ``tunnel_key(Ref("fw-1"))`` is the same
+    number on the source's host and on the instance's."""
+    n = int.from_bytes(hashlib.sha256(str(instance).encode()).digest()[:3], "big")
+    return n or 1
+
+
+def tunnel_mac(host: str) -> str:
+    """The MAC address of ``host``'s tunnel devices: ``02:74`` (locally administered) and 32
+    bits of the SHA-256 of its name, so a peer can address frames to it without asking."""
+    digest = hashlib.sha256(host.encode()).digest()[:4]
+    return "02:74:" + ":".join(f"{b:02x}" for b in digest)
+
+
+def _tunnel_device(instance: Ref) -> str:
+    return f"{TUNNEL_PREFIX}{tunnel_key(instance):06x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tunnel:
+    """One VXLAN device of the host (``_routing.sync`` makes them): ``device`` carries the
+    flows of one instance, VNI ``vni``, between this host (its frames come from ``mac``) and
+    each of ``peers``: (the peer's tunnel MAC, its underlay address), its forwarding entries."""
+
+    device: str
+    vni: int
+    mac: str
+    peers: tuple[tuple[str, str], ...]
 
 
 def interface_alias(workload: str, interface: str) -> str:
@@ -193,6 +284,17 @@ class Steering:
     ports: Mapping[HopKey, Port] = field(default_factory=dict)
     services: Mapping[Member, LocalService] = field(default_factory=dict)
     down: frozenset[str] = frozenset()  # workloads whose health checks fail
+    host: str = ""  # this host (its tunnel MAC)
+    remotes: Mapping[Ref, RemoteService] = field(default_factory=dict)  # instances of paths
+    peers: Mapping[str, int] = field(default_factory=dict)  # transit: peer host → ct label bit
+    addresses: Mapping[str, ipaddress.IPv4Address] = field(default_factory=dict)  # peer hosts
+    transit: frozenset[Ref] = frozenset()  # local instances that carry peers' flows
+    tunnel_hops: Mapping[TunnelKey, int] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Is there anything to render: a path, or transit to carry?"""
+        return bool(self.paths or self.transit)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -219,12 +321,14 @@ class Steering:
             for m, s in self.slots.items()
             if labels >> pinned_bit(s) & 1 and not labels >> left_bit(s) & 1
         }
-        return tuple(
-            f"{instance}/{member[1]}"
-            for instance in path
-            for member in pinned
-            if member[0] == instance
-        )
+        out: list[str] = []
+        for instance in path:
+            remote = self.remotes.get(instance)
+            if remote is not None:  # the member is the serving host's choice
+                out.append(f"{instance}@{remote.host}")
+            else:
+                out += [f"{instance}/{m[1]}" for m in pinned if m[0] == instance]
+        return tuple(out)
 
     def with_down(self, down: Collection[str]) -> Steering:
         """This steering with the workloads of ``down`` down (others are ignored)."""
@@ -242,7 +346,26 @@ class Steering:
                 out.append(Hop(n, port.name, TRANSPARENT_NEXT_HOP, far))
             else:
                 out.append(Hop(n, port.name, _address(service, side)))
-        return out
+        for (peer, instance), n in sorted(self.tunnel_hops.items(), key=lambda kv: kv[1]):
+            device = _tunnel_device(instance)
+            out.append(Hop(n, device, self.addresses[peer], tunnel_mac(peer)))
+        return sorted(out, key=lambda h: h.id)
+
+    def tunnels(self) -> list[Tunnel]:
+        """The VXLAN devices this steering needs: one per remote instance of a path (to the
+        host serving it) and per transit instance (to every peer)."""
+        peers: dict[Ref, set[str]] = {}
+        for peer, instance in self.tunnel_hops:
+            peers.setdefault(instance, set()).add(peer)
+        return [
+            Tunnel(
+                _tunnel_device(instance),
+                tunnel_key(instance),
+                tunnel_mac(self.host),
+                tuple(sorted((tunnel_mac(p), str(self.addresses[p])) for p in hosts)),
+            )
+            for instance, hosts in sorted(peers.items(), key=lambda kv: str(kv[0]))
+        ]
 
     # -- nft text ---------------------------------------------------------------------------
 
@@ -253,7 +376,7 @@ class Steering:
     def lines(self) -> list[str]:
         """The rules of chain ``steer`` before ``ct state new jump classify`` (the module
         docstring)."""
-        back, entry = [], []
+        back, entry = self._transit_lines()
         deliver = f"meta mark set {STEER_MARK | BACK_FLAG:#010x} accept"
         for path, bit in sorted(self.paths.items(), key=lambda kv: kv[1]):
             label = f"ct label {bit}"
@@ -269,7 +392,42 @@ class Steering:
             back.append(f"iifname {_ifnames(ports)} {label} {deliver}")
             entry.append(f"{label} ct direction original goto svc_p{bit}_o0")
             entry.append(f"{label} ct direction reply goto svc_p{bit}_r{last}")
-        return back + entry
+        # Nothing else comes in by a tunnel: transit from a peer was matched above.
+        strays = [f'iifname "{TUNNEL_PREFIX}*" drop'] if self.tunnel_hops else []
+        # A flow carried for a peer that is also delivered here (its destination is local)
+        # or answered from here: steered already, never classified again.
+        carried = [f"ct label {bit} accept" for bit in sorted(self.peers.values())]
+        return back + entry + strays + carried
+
+    def _transit_lines(self) -> tuple[list[str], list[str]]:
+        """The ``steer`` rules of transit: back from a local member to the peer's tunnel,
+        and a peer's packet entering its instance (the module docstring)."""
+        back, entry = [], []
+        index = {i: n for n, i in enumerate(self.instances())}
+        for (peer, instance), n in sorted(self.tunnel_hops.items(), key=lambda kv: kv[1]):
+            if instance not in self.transit:
+                continue
+            label = f"ct label {self.peers[peer]}"
+            to = f"meta mark set {STEER_MARK | BACK_FLAG | n:#010x} accept"
+            rights = _ifnames(self._ports(instance, InterfaceRole.RIGHT))
+            lefts = _ifnames(self._ports(instance, InterfaceRole.LEFT))
+            back.append(f"iifname {rights} {label} ct direction original {to}")
+            back.append(f"iifname {lefts} {label} ct direction reply {to}")
+            source = f'iifname "{_tunnel_device(instance)}" ether saddr {tunnel_mac(peer)}'
+            chain = f"svc_x{index[instance]}_{self.peers[peer]}"
+            # Carried already — for another peer, or by a path of this host through the
+            # instance (the source's host steered it, then the destination's did too): back
+            # to this peer, not through the instance again.
+            done = [bit for other, bit in self.peers.items() if other != peer]
+            done += [bit for path, bit in self.paths.items() if instance in path]
+            for bit in sorted(done):
+                entry.append(f"{source} ct label {bit} meta mark set {STEER_MARK | n:#010x} accept")
+            for direction, end in (("original", "o"), ("reply", "r")):
+                entry.append(
+                    f"{source} ct direction {direction} ct label set {self.peers[peer]} "
+                    f"goto {chain}_{end}"
+                )
+        return back, entry
 
     def verdict(self, path: Path) -> str:
         """The classify verdict of a redirect rule through ``path`` (steered)."""
@@ -288,13 +446,38 @@ class Steering:
             last = len(path) - 1
             for j in range(len(path)):
                 base = 0 if j == 0 else STEER_MARK | BACK_FLAG
-                jumps = [f"jump svc_i{index[i]}_l" for i in path[j:]]
-                out.append((f"svc_p{bit}_o{j}", [f"meta mark set {base:#010x}", *jumps, "accept"]))
+                jumps = self._enter(path[j:], InterfaceRole.LEFT, index)
+                out.append((f"svc_p{bit}_o{j}", [f"meta mark set {base:#010x}", *jumps]))
             for j in range(len(path)):
                 base = 0 if j == last else STEER_MARK | BACK_FLAG
-                jumps = [f"jump svc_i{index[i]}_r" for i in reversed(path[: j + 1])]
-                out.append((f"svc_p{bit}_r{j}", [f"meta mark set {base:#010x}", *jumps, "accept"]))
+                jumps = self._enter(path[j::-1], InterfaceRole.RIGHT, index)
+                out.append((f"svc_p{bit}_r{j}", [f"meta mark set {base:#010x}", *jumps]))
+        for (peer, instance), n in sorted(self.tunnel_hops.items(), key=lambda kv: kv[1]):
+            if instance not in self.transit:
+                continue
+            chain = f"svc_x{index[instance]}_{self.peers[peer]}"
+            bypass = f"meta mark set meta mark or {STEER_MARK | n:#010x} accept"
+            for side, end in ((InterfaceRole.LEFT, "o"), (InterfaceRole.RIGHT, "r")):
+                jump = f"jump svc_i{index[instance]}_{_SIDE[side]}"
+                out.append((f"{chain}_{end}", ["meta mark set 0x00000000", jump, bypass]))
         return out
+
+    def _enter(
+        self, instances: Iterable[Ref], side: InterfaceRole, index: Mapping[Ref, int]
+    ) -> list[str]:
+        """The rules that take a packet into ``instances`` in turn by ``side``: a local
+        instance's chain (which returns when it is bypassed), or a remote one's tunnel hop
+        (the serving host decides health); ``accept`` (deliver) after the last."""
+        out = []
+        for i in instances:
+            remote = self.remotes.get(i)
+            if remote is None:
+                out.append(f"jump svc_i{index[i]}_{_SIDE[side]}")
+                continue
+            hop = STEER_MARK | self.tunnel_hops[(remote.host, i)]
+            out.append(f"meta mark set meta mark or {hop:#010x} accept")
+            return out
+        return [*out, "accept"]
 
     def instance_chains(self, instances: Iterable[Ref]) -> list[tuple[str, list[str]]]:
         """The chains that health decides: the keep chains of the members of ``instances``,
@@ -353,6 +536,8 @@ class Steering:
         return f"meta mark set meta mark or {hop:#010x} accept"
 
     def _ports(self, instance: Ref, side: InterfaceRole) -> list[str]:
+        if instance in self.remotes:
+            return [_tunnel_device(instance)]
         return [self.ports[(m, side)].name for m in self.members(instance)]
 
 
@@ -376,24 +561,33 @@ def _address(service: LocalService, side: InterfaceRole) -> ipaddress.IPv4Addres
 
 
 def steered_paths(program: Program) -> set[Path]:
-    """The ``via`` of every enforced redirect rule whose instances all run on this host."""
+    """The ``via`` of every enforced redirect rule whose instances each run on this host or
+    are served to it by another (``Program.remote_services``) over an IPv4 underlay."""
     local = {s.instance for s in program.services}
+    remote = {r.instance for r in program.remote_services if r.address.version == 4}
     return {
         r.via
         for blocks in program.chains.values()
         for b in blocks
         for r in b.rules
-        if r.action is Action.REDIRECT and not r.audit and r.via and set(r.via) <= local
+        if r.action is Action.REDIRECT and not r.audit and r.via and set(r.via) <= local | remote
     }
 
 
 def _allocate(
-    previous: Mapping[K, int], wanted: Iterable[K], first: int, last: int, what: str
+    previous: Mapping[K, int],
+    wanted: Iterable[K],
+    first: int,
+    last: int,
+    what: str,
+    taken: Iterable[int] = (),
 ) -> dict[K, int]:
-    """Ids for ``wanted``: those of ``previous`` kept, the lowest free ones for the rest."""
+    """Ids for ``wanted``: those of ``previous`` kept (unless in ``taken``), the lowest free
+    ones for the rest; none of ``taken``."""
     keys = set(wanted)
-    ids = {k: n for k, n in previous.items() if k in keys}
-    taken = set(ids.values())
+    busy = set(taken)
+    ids = {k: n for k, n in previous.items() if k in keys and n not in busy}
+    taken = set(ids.values()) | busy
     free = (n for n in range(first, last + 1) if n not in taken)
     for key in sorted(keys - ids.keys(), key=repr):
         n = next(free, None)
@@ -415,10 +609,21 @@ def steering_for(
     Raises ``DatapathError`` when a member's port is missing, an in-network member has no
     IPv4 address on a side, or the label runs out of bits."""
     paths = steered_paths(program)
-    if not paths:
+    local = {s.instance for s in program.services}
+    addresses = {
+        p.host: p.address for p in program.peers if isinstance(p.address, ipaddress.IPv4Address)
+    }
+    transit = frozenset(local) if addresses else frozenset()
+    if not paths and not transit:
         return Steering()
     used = {i for p in paths for i in p}
-    services = {(s.instance, s.workload): s for s in program.services if s.instance in used}
+    remotes = {r.instance: r for r in program.remote_services if r.instance in used - local}
+    for r in remotes.values():
+        assert isinstance(r.address, ipaddress.IPv4Address)  # steered_paths: IPv4 only
+        addresses.setdefault(r.host, r.address)
+    services = {
+        (s.instance, s.workload): s for s in program.services if s.instance in used | transit
+    }
     keys = [(m, side) for m in sorted(services, key=str) for side in InterfaceRole]
     found: dict[HopKey, Port] = {}
     for member, side in keys:
@@ -436,6 +641,26 @@ def steering_for(
     bits = _allocate(before.paths, paths, 0, MAX_PATHS - 1, "paths")
     slots = _allocate(before.slots, services, 0, MAX_MEMBERS - 1, "service workloads")
     hop_ids = _allocate(before.hop_ids, keys, 1, _MAX_HOP, "hops")
-    steering = Steering(bits, slots, hop_ids, found, services).with_down(down)
+    tunnel_keys = [(r.host, r.instance) for r in remotes.values()]
+    tunnel_keys += [(peer, i) for i in transit for peer in addresses if peer != program.host]
+    tunnel_hops = _allocate(before.tunnel_hops, tunnel_keys, 1, _MAX_HOP, "hops", hop_ids.values())
+    peers = {peer for peer, i in tunnel_keys if i in transit}
+    peer_bits = _allocate(before.peers, peers, 0, MAX_PATHS - 1, "paths and peers", bits.values())
+    devices = [_tunnel_device(i) for i in {i for _, i in tunnel_keys}]
+    if len(set(devices)) != len(devices):
+        raise DatapathError("two steered service instances share a tunnel key (VNI)")
+    steering = Steering(
+        bits,
+        slots,
+        hop_ids,
+        found,
+        services,
+        host=program.host,
+        remotes=remotes,
+        peers=peer_bits,
+        addresses=addresses,
+        transit=transit,
+        tunnel_hops=tunnel_hops,
+    ).with_down(down)
     steering.hops()  # raises for an in-network side without an IPv4 address
     return steering

@@ -7,7 +7,8 @@ in ``_status``).
    that it would accept the manifests): nothing made yet;
 2. write the state file (phase ``building``), make namespaces and links, start the service
    workloads' L7 firewalls (``_services``) and wait until they are ready;
-3. start the controllers (unless ``server``), wait for ``/healthz``, apply the manifests;
+3. start the controllers (unless ``server``), wait for ``/healthz``, apply the manifests
+   with every host declared at its fabric address (``with_underlay``);
 4. start one agent per host (unless ``agents=False``);
    a failure in steps 2-4 (or Ctrl-C) removes everything made, then re-raises;
 5. phase ``up``; wait until every agent is ``in-sync``.  A failure here keeps the lab for
@@ -25,12 +26,12 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..model import Document, FlowService, load
+from ..model import Document, FlowService, Json, load
 from . import _control
 from ._errors import LabError
 from ._names import DEFAULT_LAB
@@ -49,7 +50,7 @@ from ._state import (
     write_state,
 )
 from ._status import up_running
-from ._topology import Topology
+from ._topology import LabHost, Topology
 
 __all__ = ["DATAPATHS", "DownReport", "down", "probe", "up"]
 
@@ -108,11 +109,12 @@ def up(
     topology = plan(load(list(documents)), lab)  # manifest problems first: no root needed
     _require_root("tagwall lab up")
     _refuse_existing(lab, directory)
+    registered = with_underlay(documents, topology)
     if server is not None:
         # Its objects may clash with the manifests (an address in use): ask before building.
         server = _normalize_url(server)
         _control.check_reachable(server)
-        _control.register(server, documents, dry_run=True)
+        _control.register(server, registered, dry_run=True)
     externals = sum(1 for w in topology.workloads if w.host is None)
     progress(
         f"lab {lab}: {len(topology.hosts)} hosts, {len(topology.workloads)} workloads "
@@ -124,7 +126,7 @@ def up(
     try:
         create(topology, progress)
         state = start_services(state, topology, timeout_s, progress)
-        state = _start_control_plane(state, documents, controllers, timeout_s, progress)
+        state = _start_control_plane(state, registered, controllers, timeout_s, progress)
         if agents:
             state = _start_agents(state, topology, progress)
     except BaseException:
@@ -194,6 +196,33 @@ def _initial_state(
         hosts=topology.hosts,
         workloads=topology.workloads,
     )
+
+
+def with_underlay(documents: Sequence[Document], topology: Topology) -> list[Document]:
+    """``documents`` with every host of the lab declared as a ``Host`` whose ``address`` is
+    its fabric IPv4 address (a declared Host keeps its tags; its address is replaced): how
+    agents learn where another host's service instances are (docs/steering.md)."""
+    hosts = {h.name: h for h in topology.hosts}
+    out: list[Document] = []
+    for d in documents:
+        meta = d.body.get("metadata")
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        if d.kind == "Host" and isinstance(name, str) and name in hosts:
+            spec = d.body.get("spec")
+            tags = spec.get("tags") if isinstance(spec, Mapping) else None
+            out.append(Document(_host_body(name, hosts.pop(name), tags), d.source, d.index))
+        else:
+            out.append(d)
+    for name, host in hosts.items():
+        out.append(Document(_host_body(name, host, None), "<lab>", len(out)))
+    return out
+
+
+def _host_body(name: str, host: LabHost, tags: Json) -> dict[str, Json]:
+    spec: dict[str, Json] = {"address": str(host.fabric_ipv4)}
+    if tags is not None:
+        spec["tags"] = tags
+    return {"apiVersion": "tagwall/v1", "kind": "Host", "metadata": {"name": name}, "spec": spec}
 
 
 def _start_control_plane(

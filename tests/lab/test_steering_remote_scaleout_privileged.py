@@ -1,0 +1,500 @@
+"""Cross-host scale-out, health checks and fail-open / fail-closed on real packets
+(docs/steering.md "Remote instances"): the instances run on host-2, the flows' source on
+host-1 and their destinations on host-3.  host-1 sends each flow through a tunnel to host-2,
+which spreads it over the healthy members of the instance, checks them, moves flows off a
+member that fails, and bypasses or drops when none is left, as the template says — the
+same as for a local instance (test_steering_scaleout_privileged.py), decided where the
+members are.
+
+One lab for the module::
+
+    host-1: web 10.1.0.11          host-2: fw-a, fw-b, fw-c  (pool-1: in-network forwarders,
+    host-3: app 10.1.0.21,                 fail-open, ICMP check every 0.5 s, 2 failures)
+            db 10.1.0.31                   ids               (ids-1: transparent, fail-closed)
+
+web → app udp/7 is redirected via [pool-1]; web → db udp/7 via [pool-1, ids-1]; everything
+else is allowed.  app and db echo UDP on port 7 from threads of this process; each member
+turns conntrack on in its namespace (so ``conntrack -L`` there lists the flows it carried).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tagwall._netns import entered
+from tagwall.model import Document
+
+from .enforcement_support import RunningLab, running_lab, wait_until, yaml_documents
+from .support import privileged, tagwall_json, unique_lab
+
+pytestmark = privileged
+
+POOL = ("fw-a", "fw-b", "fw-c")
+INTERVAL_S, FAILURES = 0.5, 2
+BOUND_S = INTERVAL_S * FAILURES + INTERVAL_S  # the issue's bound: failures, plus one interval
+
+
+def _member(name: str, n: int) -> str:
+    return f"""\
+apiVersion: tagwall/v1
+kind: Workload
+metadata: {{name: {name}}}
+spec:
+  host: host-2
+  interfaces:
+  - {{name: left, ips: [10.9.0.{n}], role: left}}
+  - {{name: right, ips: [10.9.1.{n}], role: right}}
+"""
+
+
+LAB = (
+    """\
+apiVersion: tagwall/v1
+kind: Workload
+metadata: {name: web}
+spec: {host: host-1, interfaces: [{name: eth0, ips: [10.1.0.11]}], tags: {tier: web}}
+---
+apiVersion: tagwall/v1
+kind: Workload
+metadata: {name: app}
+spec: {host: host-3, interfaces: [{name: eth0, ips: [10.1.0.21]}], tags: {tier: app}}
+---
+apiVersion: tagwall/v1
+kind: Workload
+metadata: {name: db}
+spec: {host: host-3, interfaces: [{name: eth0, ips: [10.1.0.31]}], tags: {tier: db}}
+---
+apiVersion: tagwall/v1
+kind: Workload
+metadata: {name: ids}
+spec:
+  host: host-2
+  interfaces: [{name: left, role: left}, {name: right, role: right}]
+---
+"""
+    + "---\n".join(_member(name, n) for n, name in enumerate(POOL, 1))
+    + f"""\
+---
+apiVersion: tagwall/v1
+kind: ServiceTemplate
+metadata: {{name: pool}}
+spec:
+  mode: in-network
+  healthCheck: {{type: icmp, intervalS: {INTERVAL_S}, timeoutS: 0.25, failures: {FAILURES}}}
+  whenAllDown: fail-open
+---
+apiVersion: tagwall/v1
+kind: ServiceTemplate
+metadata: {{name: bump}}
+spec:
+  mode: transparent
+  healthCheck: {{type: icmp, intervalS: {INTERVAL_S}, timeoutS: 0.25, failures: {FAILURES}}}
+  whenAllDown: fail-closed
+---
+apiVersion: tagwall/v1
+kind: ServiceInstance
+metadata: {{name: pool-1}}
+spec: {{template: pool, workloads: [{", ".join(POOL)}]}}
+---
+apiVersion: tagwall/v1
+kind: ServiceInstance
+metadata: {{name: ids-1}}
+spec: {{template: bump, workloads: [ids]}}
+---
+apiVersion: tagwall/v1
+kind: FirewallPolicy
+metadata: {{name: steer}}
+spec:
+  rules:
+  - {{name: web-to-app, from: {{tags: tier=web}}, to: {{tags: tier=app}}, services: [udp/7],
+     action: redirect, via: [pool-1]}}
+  - {{name: web-to-db, from: {{tags: tier=web}}, to: {{tags: tier=db}}, services: [udp/7],
+     action: redirect, via: [pool-1, ids-1]}}
+  - {{name: rest, from: {{any: true}}, to: {{any: true}}, action: allow}}
+---
+apiVersion: tagwall/v1
+kind: ApplicationPolicySet
+metadata: {{name: steer}}
+spec: {{tier: admin, all: true, directions: [egress], policies: [{{name: steer, sequence: 1}}]}}
+"""
+)
+ADDRESS = {"web": "10.1.0.11", "app": "10.1.0.21", "db": "10.1.0.31"}
+
+# Counted in the service namespaces: udp/7 requests and answers by TTL.  web and db send with
+# TTL 64; every forwarding namespace lowers it by one before its forward hook, the ids bridge
+# and the tunnels do not.  Through [pool-1, ids-1] in order, a request crosses host-1 (63),
+# host-2 (62) and meets the member's hook at 61, then host-2 (60), host-1 (59), host-2 and
+# ids' hook at 58; an answer from db crosses host-3 (63), host-1 (62), host-2 and ids' hook
+# at 61, then host-2 (60), host-1 (59), host-2 (58) and the member's hook at 57.
+MEMBER_TABLE = """\
+table inet probe {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    ct state new counter comment "conntrack on"
+    ip daddr 10.1.0.31 udp dport 7 ip ttl 61 counter comment "request-first"
+    ip saddr 10.1.0.31 udp sport 7 ip ttl 57 counter comment "answer-second"
+  }
+}
+"""
+IDS_TABLE = """\
+table bridge probe {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname "left" ip daddr 10.1.0.31 udp dport 7 ip ttl 58 counter comment "request-second"
+    iifname "right" ip saddr 10.1.0.31 udp sport 7 ip ttl 61 counter comment "answer-first"
+  }
+}
+"""
+
+
+def _run(*args: str) -> str:
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+
+@dataclass
+class Lab:
+    lab: RunningLab
+    docs: list[Document]
+
+    def namespace(self, workload: str) -> str:
+        return f"{self.lab.name}-w-{workload}"
+
+    def flows(self, member: str) -> dict[int, tuple[int, int]]:
+        """web's udp/7 flows that crossed ``member``: source port → (packets out, back)."""
+        text = _run("ip", "netns", "exec", self.namespace(member), "conntrack", "-L", "-p", "udp")
+        out = {}
+        for line in text.splitlines():
+            m = re.search(
+                r"src=10\.1\.0\.11 dst=\S+ sport=(\d+) dport=7 packets=(\d+) .*?"
+                r"sport=7 dport=\d+ packets=(\d+)",
+                line,
+            )
+            if m:
+                out[int(m[1])] = (int(m[2]), int(m[3]))
+        return out
+
+    def counted(self, member: str, family: str, comment: str) -> int:
+        text = _run(
+            "ip", "netns", "exec", self.namespace(member), "nft", "list", "table", family, "probe"
+        )
+        m = re.search(rf"counter packets (\d+) bytes \d+ comment \"{comment}\"", text)
+        assert m, text
+        return int(m[1])
+
+    def set_dead(self, member: str, dead: bool) -> None:
+        """Make ``member`` drop everything that reaches it (a hung workload: neither its
+        health check nor steered packets get through), or undo that."""
+        family = "bridge" if member == "ids" else "inet"
+        hook = "forward" if member == "ids" else "prerouting"
+        script = f"table {family} dead {{}}\ndelete table {family} dead\n"
+        if dead:
+            script += (
+                f"table {family} dead {{ chain hung {{ type filter hook {hook} priority -300; "
+                "policy drop; }; }\n"
+            )
+        ns = self.namespace(member)
+        subprocess.run(
+            ["ip", "netns", "exec", ns, "nft", "-f", "-"], input=script, text=True, check=True
+        )
+
+    def instance_chain(self, index: int) -> str:
+        """The host's chain of instance ``index`` entered by its left (``_steering``: ids-1
+        is 0, pool-1 is 1), as nft lists it: how a test waits for health to be applied."""
+        host = self.lab.host_namespace("host-2")
+        chain = f"svc_i{index}_l"
+        return _run("ip", "netns", "exec", host, "nft", "list", "chain", "inet", "tagwall", chain)
+
+    def pool_chain(self) -> str:
+        return self.instance_chain(1)
+
+    def ids_chain(self) -> str:
+        return self.instance_chain(0)
+
+
+class Flow:
+    """One UDP flow from web: a socket with a fixed 5-tuple."""
+
+    def __init__(self, lab: Lab, to: str) -> None:
+        with entered(lab.namespace("web")):
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ADDRESS["web"], 0))
+        self.sock.connect((ADDRESS[to], 7))
+        self.port: int = self.sock.getsockname()[1]
+
+    def echo(self, timeout_s: float = 1.0) -> bool:
+        """Send one datagram; True when its echo came back within ``timeout_s``."""
+        payload = f"{time.monotonic()}".encode()
+        self.sock.settimeout(timeout_s)
+        self.sock.send(payload)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self.sock.recv(256) == payload:
+                    return True
+            except TimeoutError:
+                return False
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@contextlib.contextmanager
+def _echo_servers(lab: Lab) -> Iterator[None]:
+    socks: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve(sock: socket.socket) -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(256)
+            except TimeoutError:
+                continue
+            sock.sendto(data, peer)
+
+    threads = []
+    for name in ("app", "db"):
+        with entered(lab.namespace(name)):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((ADDRESS[name], 7))
+        socks.append(sock)
+        threads.append(threading.Thread(target=serve, args=(sock,), daemon=True))
+        threads[-1].start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for sock in socks:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    directory = tmp_path_factory.mktemp("scaleout")
+    docs = yaml_documents(directory, "lab.yaml", LAB)
+    with running_lab(docs, unique_lab(), directory / "state", controllers=1) as running:
+        result = Lab(running, docs)
+        for member in POOL:
+            ns = result.namespace(member)
+            subprocess.run(
+                ["ip", "netns", "exec", ns, "nft", "-f", "-"],
+                input=MEMBER_TABLE,
+                text=True,
+                check=True,
+            )
+            _run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
+        subprocess.run(
+            ["ip", "netns", "exec", result.namespace("ids"), "nft", "-f", "-"],
+            input=IDS_TABLE,
+            text=True,
+            check=True,
+        )
+        with _echo_servers(result):
+            yield result
+
+
+def _healthy_again(lab: Lab) -> None:
+    """Every pool member up and back in the hash (after a test took some down)."""
+    for member in POOL:
+        lab.set_dead(member, False)
+    lab.set_dead("ids", False)
+    wait_until(lambda: "symhash mod 3" in lab.pool_chain(), 10, "all of pool-1 healthy")
+    wait_until(lambda: "symhash mod 1" in lab.ids_chain(), 10, "ids-1 healthy")
+
+
+def _where(lab: Lab) -> dict[str, dict[int, tuple[int, int]]]:
+    return {member: lab.flows(member) for member in POOL}
+
+
+def test_flows_spread_over_all_three_both_directions_on_one(lab: Lab) -> None:
+    """30 flows web → app: every one is answered, crossed exactly one member, both ways,
+    and each member carried some."""
+    flows = [Flow(lab, "app") for _ in range(30)]
+    try:
+        assert all(f.echo() for f in flows)
+        where = _where(lab)
+        for f in flows:
+            carried = {m: counts for m, seen in where.items() if (counts := seen.get(f.port))}
+            assert len(carried) == 1, (f.port, carried)
+            ((_, (out, back)),) = carried.items()
+            assert out >= 1 and back >= 1
+        assert all(any(f.port in where[m] for f in flows) for m in POOL), where
+    finally:
+        for f in flows:
+            f.close()
+
+
+def test_get_serviceinstances_shows_each_member_with_its_steered_flows(lab: Lab) -> None:
+    """The agent reports its service workloads to the controller: ``tagwall get
+    serviceinstances`` shows pool-1 up, each member healthy, and the flows and packets
+    steered into each, as the members' own conntrack saw them."""
+    before = _settled(lab)["pool-1"]
+    flows = [Flow(lab, "app") for _ in range(9)]
+    try:
+        assert all(f.echo() for f in flows)
+        carried = {m: sum(f.port in seen for f in flows) for m, seen in _where(lab).items()}
+    finally:
+        for f in flows:
+            f.close()
+
+    def steered(item: dict[str, Any]) -> dict[str, int]:
+        return {w["workload"]: w["flows"] or 0 for w in item["workloads"]}
+
+    wait_until(
+        lambda: sum(steered(_status(lab)["pool-1"]).values()) >= sum(steered(before).values()) + 9,
+        15,
+        "the agent's report of 9 more flows",
+    )
+    pool = _status(lab)["pool-1"]
+    assert (pool["mode"], pool["whenAllDown"], pool["health"]) == ("in-network", "fail-open", "up")
+    assert all(w["healthy"] and w["host"] == "host-2" for w in pool["workloads"])
+    more = {m: n - steered(before).get(m, 0) for m, n in steered(pool).items()}
+    assert more == carried
+    assert all(w["packets"] > 0 for w in pool["workloads"] if carried[w["workload"]])
+
+
+def test_flow_records_name_the_remote_instances_that_carried_each_flow(lab: Lab) -> None:
+    """The source's flow reports name the instance and the host that served it (which of
+    its members is host-2's choice: ``get serviceinstances`` counts it there); a flow
+    through the chain names both, in order."""
+    flows = [Flow(lab, "app") for _ in range(3)]
+    chained = Flow(lab, "db")
+    try:
+        assert all(f.echo() for f in flows) and chained.echo()
+    finally:
+        for f in [*flows, chained]:
+            f.close()
+
+    def reported() -> dict[int, str | None]:
+        items = httpx.get(
+            f"{lab.lab.urls[0]}/api/v1/flows",
+            params={"workload": "web", "port": 7, "limit": 1000},
+            timeout=5,
+        ).json()["items"]
+        return {f["src"]["port"]: f["via"] for f in items}
+
+    # UDP flows are reported once idle for a snapshot interval (10 s).
+    ports = {f.port for f in flows}
+    wait_until(lambda: ports | {chained.port} <= set(reported()), 60, "3 + 1 reports")
+    seen = reported()
+    assert {seen[port] for port in ports} == {"pool-1@host-2"}
+    assert seen[chained.port] == "pool-1@host-2,ids-1@host-2"
+
+
+def _status(lab: Lab) -> dict[str, dict[str, Any]]:
+    """``tagwall get serviceinstances -o json``, by instance name."""
+    body = tagwall_json("get", "serviceinstances", "--server", lab.lab.urls[0])
+    return {item["name"]: item for item in body["items"]}
+
+
+def _settled(lab: Lab) -> dict[str, dict[str, Any]]:
+    """The status once it no longer changes between two reports (2 s apart): earlier tests'
+    flows are all in it."""
+    counts = lambda s: [(w["workload"], w["flows"]) for w in s["pool-1"]["workloads"]]  # noqa: E731
+    last = _status(lab)
+    while True:
+        time.sleep(2.5)
+        now = _status(lab)
+        if counts(now) == counts(last) and all(f is not None for _, f in counts(now)):
+            return now
+        last = now
+
+
+def test_a_chain_of_two_is_crossed_in_order_both_ways(lab: Lab) -> None:
+    """web → db crosses a pool-1 member, then ids; the answer crosses ids, then the same
+    member (the TTL counters of the module docstring)."""
+    before = {m: lab.counted(m, "inet", "request-first") for m in POOL}
+    answers = {m: lab.counted(m, "inet", "answer-second") for m in POOL}
+    ids = (
+        lab.counted("ids", "bridge", "request-second"),
+        lab.counted("ids", "bridge", "answer-first"),
+    )
+    flow = Flow(lab, "db")
+    try:
+        assert flow.echo()
+    finally:
+        flow.close()
+    requests = {m: lab.counted(m, "inet", "request-first") - before[m] for m in POOL}
+    (member,) = [m for m, n in requests.items() if n]
+    assert requests[member] == 1
+    assert lab.counted(member, "inet", "answer-second") - answers[member] == 1
+    assert lab.counted("ids", "bridge", "request-second") - ids[0] == 1
+    assert lab.counted("ids", "bridge", "answer-first") - ids[1] == 1
+
+
+def test_a_failed_member_loses_new_and_existing_flows_within_the_bound(lab: Lab) -> None:
+    """The member of a running flow hangs: the flow is answered again, through another
+    member, within interval x failures + one interval; new flows are all answered, none
+    through it; when it is back, the moved flow stays where it went."""
+    flows = [Flow(lab, "app") for _ in range(12)]
+    try:
+        assert all(f.echo() for f in flows)
+        where = _where(lab)
+        flow = flows[0]
+        (dead,) = [m for m in POOL if flow.port in where[m]]
+        lab.set_dead(dead, True)
+        failed_at = time.monotonic()
+        while not flow.echo(timeout_s=0.05):
+            assert time.monotonic() - failed_at < 10, "the flow never came back"
+        moved_s = time.monotonic() - failed_at
+        print(f"failover: {moved_s:.2f} s (bound {BOUND_S:g} s)")
+        assert moved_s <= BOUND_S
+        (now,) = [m for m in POOL if m != dead and lab.flows(m).get(flow.port, (0, 0))[1] > 0]
+        fresh = [Flow(lab, "app") for _ in range(12)]
+        try:
+            before = lab.flows(dead)
+            assert all(f.echo() for f in fresh)
+            assert all(f.port not in lab.flows(dead) for f in fresh)
+            assert lab.flows(dead) == before
+        finally:
+            for f in fresh:
+                f.close()
+        _healthy_again(lab)
+        out, back = lab.flows(now)[flow.port]
+        assert flow.echo()
+        assert lab.flows(now)[flow.port] == (out + 1, back + 1)  # stayed on ``now``
+    finally:
+        for f in flows:
+            f.close()
+        _healthy_again(lab)
+
+
+def test_all_members_down_fail_open_bypasses_fail_closed_drops(lab: Lab) -> None:
+    """pool-1 all down (fail-open): web → app is answered directly, no member sees it; the
+    chain web → db still crosses ids.  ids down too (fail-closed): web → db is dropped while
+    web → app still passes."""
+    try:
+        for member in POOL:
+            lab.set_dead(member, True)
+        wait_until(lambda: "symhash" not in lab.pool_chain(), 10, "pool-1 all down")
+        flow = Flow(lab, "app")
+        chained = Flow(lab, "db")
+        bridged = lab.counted("ids", "bridge", "answer-first")
+        try:
+            assert flow.echo()
+            assert all(flow.port not in lab.flows(m) for m in POOL)
+            assert chained.echo()
+            assert lab.counted("ids", "bridge", "answer-first") == bridged + 1
+            lab.set_dead("ids", True)
+            wait_until(lambda: "drop" in lab.ids_chain(), 10, "ids-1 down")
+            assert not chained.echo()
+            assert flow.echo()
+        finally:
+            flow.close()
+            chained.close()
+    finally:
+        _healthy_again(lab)
