@@ -16,23 +16,17 @@ threads of this process.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import http.server
-import json
 import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from tagwall._netns import entered
 from tagwall.lab import read_state
-from tagwall.lab._services import verdict_log
 from tagwall.model import Document
 
-from .enforcement_support import RunningLab, running_lab, wait_until, yaml_documents
+from .enforcement_support import running_lab, wait_until, yaml_documents
+from .steering_support import ServiceLab, http_servers
 from .support import privileged, unique_lab
 
 pytestmark = privileged
@@ -126,68 +120,9 @@ MODES = {"in-network": ("app", "fw"), "transparent": ("db", "tp")}
 ADDRESS = {"web": "10.1.0.11", "app": "10.1.0.21", "db": "10.1.0.31"}
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    seen: list[str]
-
-    def do_GET(self) -> None:
-        self.seen.append(self.path)
-        body = f"served {self.path}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # ``seen`` is the log
-        pass
-
-
 @dataclass
-class Steered:
-    lab: RunningLab
-    base: list[Document]  # the workloads and services, without policy
-    seen: dict[str, list[str]] = field(default_factory=dict)  # server → paths it read
-
-    def namespace(self, workload: str) -> str:
-        return f"{self.lab.name}-w-{workload}"
-
-    def verdicts(self, workload: str) -> list[dict[str, object]]:
-        """The verdict log of the L7 firewall in ``workload``."""
-        state = read_state(self.lab.state_dir)
-        assert state is not None
-        (w,) = [w for w in state.workloads if w.name == workload]
-        path = verdict_log(self.lab.state_dir, w)
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def received(self, workload: str, interface: str) -> int:
-        """Packets the service workload has received on ``interface`` so far."""
-        out = subprocess.run(
-            ["ip", "-n", self.namespace(workload), "-s", "-j", "link", "show", "dev", interface],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        packets: int = json.loads(out)[0]["stats64"]["rx"]["packets"]
-        return packets
-
-
-@contextlib.contextmanager
-def _servers(steered: Steered) -> Iterator[None]:
-    servers: list[http.server.ThreadingHTTPServer] = []
-    try:
-        for name in ("app", "db"):
-            seen: list[str] = []
-            steered.seen[name] = seen
-            handler = type(f"Handler_{name}", (_Handler,), {"seen": seen})
-            for port in (80, 8080):
-                with entered(steered.namespace(name)):
-                    server = http.server.ThreadingHTTPServer((ADDRESS[name], port), handler)
-                servers.append(server)
-                threading.Thread(target=server.serve_forever, daemon=True).start()
-        yield
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
+class Steered(ServiceLab):
+    base: list[Document] = field(default_factory=list)  # workloads and services, no policy
 
 
 @pytest.fixture(scope="module")
@@ -197,22 +132,9 @@ def steered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Steered]:
     docs = yaml_documents(directory, "lab.yaml", LAB)
     with running_lab(docs, lab, directory / "state", controllers=1) as running:
         running.set_objects([*docs, *yaml_documents(directory, "steer.yaml", STEER)])
-        result = Steered(running, docs)
-        with _servers(result):
+        result = Steered(running, ADDRESS, base=docs)
+        with http_servers(result, ("app", "db"), (80, 8080)):
             yield result
-
-
-def _get(steered: Steered, to: str, target: str, port: int = 80) -> tuple[int, str, bytes]:
-    """GET ``target`` from web; (status, X-Tagwall-Rule header, body)."""
-    conn = http.client.HTTPConnection(ADDRESS[to], port, timeout=5)
-    with entered(steered.namespace("web")):
-        conn.connect()  # the socket keeps web's namespace
-    try:
-        conn.request("GET", target, headers={"Host": "shop"})
-        response = conn.getresponse()
-        return response.status, response.getheader("X-Tagwall-Rule") or "", response.read()
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -224,7 +146,7 @@ def test_a_redirected_flow_passes_the_firewall_in_both_directions(
     to, service = MODES[mode]
     target = f"/{mode}/items?id=7"
     left, right = steered.received(service, "left"), steered.received(service, "right")
-    assert _get(steered, to, target) == (200, "", f"served {target}\n".encode())
+    assert steered.get(to, target) == (200, "", f"served {target}\n".encode())
     assert target in steered.seen[to]
     lines = [v for v in steered.verdicts(service) if v["path"] == f"/{mode}/items"]
     assert [(v["verdict"], v["server"]) for v in lines] == [("allow", f"{ADDRESS[to]}:80")]
@@ -239,7 +161,7 @@ def test_the_firewall_in_the_path_blocks_a_bad_request(steered: Steered, mode: s
     """A request the firewall's rules deny gets its 403 and never reaches the server."""
     to, service = MODES[mode]
     target = f"/admin/{mode}"
-    status, rule, _ = _get(steered, to, target)
+    status, rule, _ = steered.get(to, target)
     assert (status, rule) == (403, "no-admin")
     assert target not in steered.seen[to]
     lines = [v for v in steered.verdicts(service) if v["path"] == target]
@@ -256,7 +178,7 @@ def test_a_flow_no_redirect_rule_matches_does_not_pass_the_firewall(
     to, service = MODES[mode]
     target = f"/direct/{mode}"
     before = steered.received(service, "left") + steered.received(service, "right")
-    assert _get(steered, to, target, port=8080)[0] == 200
+    assert steered.get(to, target, port=8080)[0] == 200
     assert target in steered.seen[to]
     assert [v for v in steered.verdicts(service) if v["path"] == target] == []
     # A few packets of noise (IPv6 neighbour discovery) may arrive; a steered exchange is
@@ -293,8 +215,8 @@ def test_without_redirect_rules_flows_go_direct_and_the_routes_are_gone(steered:
     wait_until(lambda: "fwmark" not in rules(), 10, "tagwall's policy routing to go")
     for mode, (to, service) in MODES.items():
         before = len(steered.verdicts(service))
-        assert _get(steered, to, f"/after/{mode}")[0] == 200
-        assert _get(steered, to, "/admin/after")[0] == 200  # no firewall to refuse it
+        assert steered.get(to, f"/after/{mode}")[0] == 200
+        assert steered.get(to, "/admin/after")[0] == 200  # no firewall to refuse it
         assert len(steered.verdicts(service)) == before
     listing = subprocess.run(
         ["ip", "-n", host, "route", "show", "table", "all"],

@@ -1,4 +1,4 @@
-"""Cross-host steering on real packets (DESIGN §2 "Service chains"; docs/steering.md "Remote
+"""Cross-host steering on real packets (DESIGN §2 "Service chains"; docs/steering.md "ServiceLab
 instances"): a redirect rule whose instance runs on another host steers the flow there and
 back, through a VXLAN tunnel per instance, in both directions, wherever the destination is.
 
@@ -20,25 +20,17 @@ the instance's host); everything else is allowed.  The servers are threads of th
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import http.server
 import json
 import re
 import subprocess
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
 
-from tagwall._netns import entered
-from tagwall.lab import read_state
-from tagwall.lab._services import verdict_log
-
-from .enforcement_support import RunningLab, running_lab, wait_until, yaml_documents
+from .enforcement_support import running_lab, wait_until, yaml_documents
+from .steering_support import BIG, ServiceLab, http_servers
 from .support import privileged, tagwall_json, unique_lab
 
 pytestmark = privileged
@@ -149,95 +141,16 @@ ADDRESS = {
     "ext": "192.0.2.80",
 }
 SERVERS = ("app", "db", "cache", "ext")
-BIG = 300_000  # bytes of /big: hundreds of full-sized segments through the tunnels
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    seen: list[str]
-
-    def do_GET(self) -> None:
-        self.seen.append(self.path)
-        body = b"x" * BIG if self.path.startswith("/big") else f"served {self.path}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # ``seen`` is the log
-        pass
-
-
-@dataclass
-class Remote:
-    lab: RunningLab
-    seen: dict[str, list[str]] = field(default_factory=dict)  # server → paths it read
-
-    def namespace(self, workload: str) -> str:
-        return f"{self.lab.name}-w-{workload}"
-
-    def verdicts(self) -> list[dict[str, object]]:
-        """The verdict log of the L7 firewall in fw."""
-        state = read_state(self.lab.state_dir)
-        assert state is not None
-        (w,) = [w for w in state.workloads if w.name == "fw"]
-        path = verdict_log(self.lab.state_dir, w)
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-    def received(self, workload: str, interface: str) -> int:
-        """Packets the service workload has received on ``interface`` so far."""
-        out = subprocess.run(
-            ["ip", "-n", self.namespace(workload), "-s", "-j", "link", "show", "dev", interface],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        packets: int = json.loads(out)[0]["stats64"]["rx"]["packets"]
-        return packets
-
-
-@contextlib.contextmanager
-def _servers(remote: Remote) -> Iterator[None]:
-    servers: list[http.server.ThreadingHTTPServer] = []
-    try:
-        for name in SERVERS:
-            seen: list[str] = []
-            remote.seen[name] = seen
-            handler = type(f"Handler_{name}", (_Handler,), {"seen": seen})
-            for port in (80, 81, 8080):
-                with entered(remote.namespace(name)):
-                    server = http.server.ThreadingHTTPServer((ADDRESS[name], port), handler)
-                servers.append(server)
-                threading.Thread(target=server.serve_forever, daemon=True).start()
-        yield
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
 
 
 @pytest.fixture(scope="module")
-def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceLab]:
     directory = tmp_path_factory.mktemp("remote")
     docs = yaml_documents(directory, "lab.yaml", LAB)
     with running_lab(docs, unique_lab(), directory / "state", controllers=1) as running:
-        result = Remote(running)
-        with _servers(result):
+        result = ServiceLab(running, ADDRESS)
+        with http_servers(result, SERVERS, (80, 81, 8080)):
             yield result
-
-
-def _get(
-    remote: Remote, to: str, target: str, port: int = 80, source: str = "web"
-) -> tuple[int, str, bytes]:
-    """GET ``target`` from ``source``; (status, X-Tagwall-Rule header, body)."""
-    conn = http.client.HTTPConnection(ADDRESS[to], port, timeout=10)
-    with entered(remote.namespace(source)):
-        conn.connect()  # the socket keeps web's namespace
-    try:
-        conn.request("GET", target, headers={"Host": "shop"})
-        response = conn.getresponse()
-        return response.status, response.getheader("X-Tagwall-Rule") or "", response.read()
-    finally:
-        conn.close()
 
 
 WHERE = {
@@ -250,7 +163,7 @@ WHERE = {
 
 @pytest.mark.parametrize("to", SERVERS)
 def test_a_flow_redirected_to_another_hosts_instance_passes_it_both_ways(
-    remote: Remote, to: str
+    remote: ServiceLab, to: str
 ) -> None:
     """web → ``to`` tcp/80, the destination on a third host, the instance's, the source's or
     none (an external workload: no agent): the answer comes back, the firewall logged the
@@ -258,51 +171,51 @@ def test_a_flow_redirected_to_another_hosts_instance_passes_it_both_ways(
     same instance)."""
     target = f"/remote/{to}?id=7"
     left, right = remote.received("fw", "left"), remote.received("fw", "right")
-    assert _get(remote, to, target) == (200, "", f"served {target}\n".encode()), WHERE[to]
+    assert remote.get(to, target) == (200, "", f"served {target}\n".encode()), WHERE[to]
     assert target in remote.seen[to]
-    lines = [v for v in remote.verdicts() if v["path"] == f"/remote/{to}"]
+    lines = [v for v in remote.verdicts("fw") if v["path"] == f"/remote/{to}"]
     assert [(v["verdict"], v["server"]) for v in lines] == [("allow", f"{ADDRESS[to]}:80")]
     assert str(lines[0]["client"]).startswith(ADDRESS["web"] + ":")
     assert remote.received("fw", "left") - left >= 3
     assert remote.received("fw", "right") - right >= 3
 
 
-def test_a_flow_from_the_instances_host_crosses_it_once(remote: Remote) -> None:
+def test_a_flow_from_the_instances_host_crosses_it_once(remote: ServiceLab) -> None:
     """db (host-3, where fw runs) → app (host-2) tcp/80: host-3 steers it through fw
     locally, host-2's ingress redirects it via fw-1 too and sends it to host-3, which sends
     it straight back: served, and logged once."""
     target = "/from-db?id=1"
-    assert _get(remote, "app", target, source="db") == (200, "", f"served {target}\n".encode())
-    lines = [v for v in remote.verdicts() if v["path"] == "/from-db"]
+    assert remote.get("app", target, source="db") == (200, "", f"served {target}\n".encode())
+    lines = [v for v in remote.verdicts("fw") if v["path"] == "/from-db"]
     assert [(v["verdict"], str(v["client"]).split(":")[0]) for v in lines] == [
         ("allow", ADDRESS["db"])
     ]
 
 
-def test_a_transfer_larger_than_the_tunnel_mtu_arrives_whole(remote: Remote) -> None:
+def test_a_transfer_larger_than_the_tunnel_mtu_arrives_whole(remote: ServiceLab) -> None:
     """300 kB from app through the firewall on another host: full-sized segments cross two
     tunnels each way (the handshake's MSS is clamped to the tunnel's MTU)."""
-    status, _, body = _get(remote, "app", "/big/one")
+    status, _, body = remote.get("app", "/big/one")
     assert (status, len(body)) == (200, BIG)
 
 
-def test_the_remote_firewall_blocks_a_bad_request(remote: Remote) -> None:
+def test_the_remote_firewall_blocks_a_bad_request(remote: ServiceLab) -> None:
     """A request the firewall's rules deny gets its 403 and never reaches the server."""
-    status, rule, _ = _get(remote, "app", "/admin/remote")
+    status, rule, _ = remote.get("app", "/admin/remote")
     assert (status, rule) == (403, "no-admin")
     assert "/admin/remote" not in remote.seen["app"]
-    lines = [v for v in remote.verdicts() if v["path"] == "/admin/remote"]
+    lines = [v for v in remote.verdicts("fw") if v["path"] == "/admin/remote"]
     assert [(v["verdict"], v["rule"]) for v in lines] == [("deny", "no-admin")]
 
 
 def test_a_flow_no_redirect_rule_matches_does_not_cross_the_remote_firewall(
-    remote: Remote,
+    remote: ServiceLab,
 ) -> None:
     """web → app tcp/8080 is allowed, not redirected: served directly, never in fw."""
     before = remote.received("fw", "left") + remote.received("fw", "right")
-    assert _get(remote, "app", "/direct/8080", port=8080)[0] == 200
+    assert remote.get("app", "/direct/8080", port=8080)[0] == 200
     assert "/direct/8080" in remote.seen["app"]
-    assert [v for v in remote.verdicts() if v["path"] == "/direct/8080"] == []
+    assert [v for v in remote.verdicts("fw") if v["path"] == "/direct/8080"] == []
     assert remote.received("fw", "left") + remote.received("fw", "right") - before < 3
 
 
@@ -322,7 +235,7 @@ table ip order {{
 """
 
 
-def _counted(remote: Remote, workload: str, comment: str) -> int:
+def _counted(remote: ServiceLab, workload: str, comment: str) -> int:
     text = subprocess.run(
         ["ip", "netns", "exec", remote.namespace(workload), "nft", "list", "table", "ip", "order"],
         capture_output=True,
@@ -334,7 +247,9 @@ def _counted(remote: Remote, workload: str, comment: str) -> int:
     return int(m[1])
 
 
-def test_a_chain_of_two_instances_on_two_other_hosts_is_crossed_in_order(remote: Remote) -> None:
+def test_a_chain_of_two_instances_on_two_other_hosts_is_crossed_in_order(
+    remote: ServiceLab,
+) -> None:
     """web → app tcp/81 via [fw-1 (host-3), fw-2 (host-2)]: the request crosses fw, then
     fw2; the answer fw2, then fw (the TTL counters above)."""
     for workload, ttls in (
@@ -347,17 +262,17 @@ def test_a_chain_of_two_instances_on_two_other_hosts_is_crossed_in_order(remote:
             text=True,
             check=True,
         )
-    assert _get(remote, "app", "/chain", port=81)[0] == 200
+    assert remote.get("app", "/chain", port=81)[0] == 200
     assert "/chain" in remote.seen["app"]
     for workload in ("fw", "fw2"):
         assert _counted(remote, workload, "request") >= 2, workload  # SYN, request, ACKs
         assert _counted(remote, workload, "answer") >= 2, workload
 
 
-def test_serviceinstances_and_flow_records_name_the_remote_instance(remote: Remote) -> None:
+def test_serviceinstances_and_flow_records_name_the_remote_instance(remote: ServiceLab) -> None:
     """``tagwall get serviceinstances`` shows fw-1 on host-3 with the flows steered into it
     there; the source's flow record names the instance and its host."""
-    assert _get(remote, "app", "/record")[0] == 200
+    assert remote.get("app", "/record")[0] == 200
 
     def fw1() -> dict[str, Any]:
         body = tagwall_json("get", "serviceinstances", "--server", remote.lab.urls[0])
@@ -379,7 +294,7 @@ def test_serviceinstances_and_flow_records_name_the_remote_instance(remote: Remo
     wait_until(lambda: "fw-1@host-3" in vias(), 60, "a flow record naming fw-1@host-3")
 
 
-def test_tunnels_are_the_agents_and_go_with_the_lab(remote: Remote) -> None:
+def test_tunnels_are_the_agents_and_go_with_the_lab(remote: ServiceLab) -> None:
     """The hosts that steer or carry transit have one VXLAN device per instance, named alike
     on every host (the lab's exit check makes sure they go with it)."""
     devices = {}
@@ -411,7 +326,7 @@ spec: {tier: admin, all: true, directions: [egress], policies: [{name: steer, se
 """
 
 
-def test_without_redirect_rules_the_tunnels_and_routes_are_gone(remote: Remote) -> None:
+def test_without_redirect_rules_the_tunnels_and_routes_are_gone(remote: ServiceLab) -> None:
     """Replacing the redirect rules by allow: every agent removes its tunnels and policy
     routing, and web → app is served directly (fw logs nothing more).  Runs last: it changes
     the module's lab."""
@@ -437,7 +352,7 @@ def test_without_redirect_rules_the_tunnels_and_routes_are_gone(remote: Remote) 
         return out
 
     wait_until(lambda: not leftovers(), 15, "the tunnels and steering rules to go")
-    before = len(remote.verdicts())
-    assert _get(remote, "app", "/after")[0] == 200
-    assert _get(remote, "app", "/admin/after")[0] == 200  # no firewall to refuse it
-    assert len(remote.verdicts()) == before
+    before = len(remote.verdicts("fw"))
+    assert remote.get("app", "/after")[0] == 200
+    assert remote.get("app", "/admin/after")[0] == 200  # no firewall to refuse it
+    assert len(remote.verdicts("fw")) == before

@@ -3,10 +3,13 @@ chains"; docs/steering.md): the nftables agent spreads the flows of a redirect r
 healthy workloads of an instance, checks them, moves flows off a workload that fails, and
 bypasses or drops when none is left, as the template says.
 
-One lab for the module, one host::
+Each test runs in two labs (``PLACEMENTS``): ``local``, everything on host-1; ``remote``
+(docs/steering.md "Remote instances"), web on host-1, the instances on host-2 and app and db
+on host-3, so host-1 sends each flow through a tunnel to host-2, which does all of the above
+where the members are::
 
     web 10.1.0.11 ─┐            ┌─ fw-a, fw-b, fw-c  (pool-1: in-network forwarders, fail-open,
-    app 10.1.0.21 ─┼── host-1 ──┤                     ICMP check every 0.5 s, 2 failures)
+    app 10.1.0.21 ─┼── host ────┤                     ICMP check every 0.5 s, 2 failures)
     db  10.1.0.31 ─┘            └─ ids               (ids-1: transparent bridge, fail-closed)
 
 web → app udp/7 is redirected via [pool-1]; web → db udp/7 via [pool-1, ids-1] (a chain of
@@ -45,46 +48,88 @@ INTERVAL_S, FAILURES = 0.5, 2
 BOUND_S = INTERVAL_S * FAILURES + INTERVAL_S  # the issue's bound: failures, plus one interval
 
 
-def _member(name: str, n: int) -> str:
+@dataclass(frozen=True)
+class Placement:
+    """Where a lab puts its workloads, and the TTLs its probes count (``member_table``,
+    ``ids_table``)."""
+
+    name: str
+    web: str  # host of web
+    services: str  # host of the pool's members and ids
+    ends: str  # host of app and db
+    ttl: dict[str, int]  # probe comment → TTL a packet has at that hook
+
+
+# TTL 64; every forwarding namespace lowers it by one before its forward hook, the ids bridge
+# and the tunnels do not.  Local: through [pool-1, ids-1] in order, a request meets the
+# member's hook at 62 and ids' at 61; an answer from db meets ids' hook at 63 and the
+# member's at 61 (in the other order they would read 61, 63, 61 and 62).  Remote: a request
+# crosses host-1 (63), host-2 (62) and meets the member's hook at 61, then host-2 (60), host-1
+# (59), host-2 and ids' hook at 58; an answer from db crosses host-3 (63), host-1 (62), host-2
+# and ids' hook at 61, then host-2 (60), host-1 (59), host-2 (58) and the member's hook at 57.
+PLACEMENTS = [
+    Placement(
+        "local",
+        "host-1",
+        "host-1",
+        "host-1",
+        {"request-first": 62, "answer-second": 61, "request-second": 61, "answer-first": 63},
+    ),
+    Placement(
+        "remote",
+        "host-1",
+        "host-2",
+        "host-3",
+        {"request-first": 61, "answer-second": 57, "request-second": 58, "answer-first": 61},
+    ),
+]
+
+
+def _member(name: str, n: int, host: str) -> str:
     return f"""\
 apiVersion: tagwall/v1
 kind: Workload
 metadata: {{name: {name}}}
 spec:
-  host: host-1
+  host: {host}
   interfaces:
   - {{name: left, ips: [10.9.0.{n}], role: left}}
   - {{name: right, ips: [10.9.1.{n}], role: right}}
 """
 
 
-LAB = (
-    """\
+def manifests(p: Placement) -> str:
+    return (
+        f"""\
 apiVersion: tagwall/v1
 kind: Workload
-metadata: {name: web}
-spec: {host: host-1, interfaces: [{name: eth0, ips: [10.1.0.11]}], tags: {tier: web}}
+metadata: {{name: web}}
+spec: {{host: {p.web}, interfaces: [{{name: eth0, ips: [10.1.0.11]}}], tags: {{tier: web}}}}
 ---
 apiVersion: tagwall/v1
 kind: Workload
-metadata: {name: app}
-spec: {host: host-1, interfaces: [{name: eth0, ips: [10.1.0.21]}], tags: {tier: app}}
+metadata: {{name: app}}
+spec: {{host: {p.ends}, interfaces: [{{name: eth0, ips: [10.1.0.21]}}], tags: {{tier: app}}}}
 ---
 apiVersion: tagwall/v1
 kind: Workload
-metadata: {name: db}
-spec: {host: host-1, interfaces: [{name: eth0, ips: [10.1.0.31]}], tags: {tier: db}}
+metadata: {{name: db}}
+spec: {{host: {p.ends}, interfaces: [{{name: eth0, ips: [10.1.0.31]}}], tags: {{tier: db}}}}
 ---
 apiVersion: tagwall/v1
 kind: Workload
-metadata: {name: ids}
+metadata: {{name: ids}}
 spec:
-  host: host-1
-  interfaces: [{name: left, role: left}, {name: right, role: right}]
+  host: {p.services}
+  interfaces: [{{name: left, role: left}}, {{name: right, role: right}}]
 ---
 """
-    + "---\n".join(_member(name, n) for n, name in enumerate(POOL, 1))
-    + f"""\
+        + "---\n".join(_member(name, n, p.services) for n, name in enumerate(POOL, 1))
+        + _POLICY
+    )
+
+
+_POLICY = f"""\
 ---
 apiVersion: tagwall/v1
 kind: ServiceTemplate
@@ -128,32 +173,35 @@ kind: ApplicationPolicySet
 metadata: {{name: steer}}
 spec: {{tier: admin, all: true, directions: [egress], policies: [{{name: steer, sequence: 1}}]}}
 """
-)
 ADDRESS = {"web": "10.1.0.11", "app": "10.1.0.21", "db": "10.1.0.31"}
 
-# Counted in the service namespaces: udp/7 requests and answers by TTL.  web and db send with
-# TTL 64; the host and each in-network member lower it by one when forwarding (before their
-# forward hook), the ids bridge does not.  Through [pool-1, ids-1] in order, a request meets
-# the member's hook at 62 and ids' at 61; an answer from db meets ids' hook at 63 and the
-# member's at 61.  In the other order they would read 61, 63, 61 and 62.
-MEMBER_TABLE = """\
-table inet probe {
-  chain forward {
+
+# Counted in the service namespaces: udp/7 requests and answers by TTL (``Placement``).
+def member_table(p: Placement) -> str:
+    return f"""\
+table inet probe {{
+  chain forward {{
     type filter hook forward priority 0; policy accept;
     ct state new counter comment "conntrack on"
-    ip daddr 10.1.0.31 udp dport 7 ip ttl 62 counter comment "request-first"
-    ip saddr 10.1.0.31 udp sport 7 ip ttl 61 counter comment "answer-second"
-  }
-}
+    ip daddr 10.1.0.31 udp dport 7 ip ttl {p.ttl["request-first"]} counter comment "request-first"
+    ip saddr 10.1.0.31 udp sport 7 ip ttl {p.ttl["answer-second"]} counter comment "answer-second"
+  }}
+}}
 """
-IDS_TABLE = """\
-table bridge probe {
-  chain forward {
+
+
+def ids_table(p: Placement) -> str:
+    ttl = p.ttl
+    return f"""\
+table bridge probe {{
+  chain forward {{
     type filter hook forward priority 0; policy accept;
-    iifname "left" ip daddr 10.1.0.31 udp dport 7 ip ttl 61 counter comment "request-second"
-    iifname "right" ip saddr 10.1.0.31 udp sport 7 ip ttl 63 counter comment "answer-first"
-  }
-}
+    iifname "left" ip daddr 10.1.0.31 udp dport 7 ip ttl {ttl["request-second"]} counter \
+comment "request-second"
+    iifname "right" ip saddr 10.1.0.31 udp sport 7 ip ttl {ttl["answer-first"]} counter \
+comment "answer-first"
+  }}
+}}
 """
 
 
@@ -165,6 +213,7 @@ def _run(*args: str) -> str:
 class Lab:
     lab: RunningLab
     docs: list[Document]
+    placement: Placement
 
     def namespace(self, workload: str) -> str:
         return f"{self.lab.name}-w-{workload}"
@@ -210,7 +259,7 @@ class Lab:
     def instance_chain(self, index: int) -> str:
         """The host's chain of instance ``index`` entered by its left (``_steering``: ids-1
         is 0, pool-1 is 1), as nft lists it: how a test waits for health to be applied."""
-        host = self.lab.host_namespace("host-1")
+        host = self.lab.host_namespace(self.placement.services)
         chain = f"svc_i{index}_l"
         return _run("ip", "netns", "exec", host, "nft", "list", "chain", "inet", "tagwall", chain)
 
@@ -281,24 +330,25 @@ def _echo_servers(lab: Lab) -> Iterator[None]:
             sock.close()
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    directory = tmp_path_factory.mktemp("scaleout")
-    docs = yaml_documents(directory, "lab.yaml", LAB)
+@pytest.fixture(scope="module", params=PLACEMENTS, ids=lambda p: p.name)
+def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    placement: Placement = request.param
+    directory = tmp_path_factory.mktemp(f"scaleout-{placement.name}")
+    docs = yaml_documents(directory, "lab.yaml", manifests(placement))
     with running_lab(docs, unique_lab(), directory / "state", controllers=1) as running:
-        result = Lab(running, docs)
+        result = Lab(running, docs, placement)
         for member in POOL:
             ns = result.namespace(member)
             subprocess.run(
                 ["ip", "netns", "exec", ns, "nft", "-f", "-"],
-                input=MEMBER_TABLE,
+                input=member_table(placement),
                 text=True,
                 check=True,
             )
             _run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1")
         subprocess.run(
             ["ip", "netns", "exec", result.namespace("ids"), "nft", "-f", "-"],
-            input=IDS_TABLE,
+            input=ids_table(placement),
             text=True,
             check=True,
         )
@@ -360,16 +410,17 @@ def test_get_serviceinstances_shows_each_member_with_its_steered_flows(lab: Lab)
     )
     pool = _status(lab)["pool-1"]
     assert (pool["mode"], pool["whenAllDown"], pool["health"]) == ("in-network", "fail-open", "up")
-    assert all(w["healthy"] and w["host"] == "host-1" for w in pool["workloads"])
+    assert all(w["healthy"] and w["host"] == lab.placement.services for w in pool["workloads"])
     more = {m: n - steered(before).get(m, 0) for m, n in steered(pool).items()}
     assert more == carried
     assert all(w["packets"] > 0 for w in pool["workloads"] if carried[w["workload"]])
 
 
-def test_flow_records_name_the_member_that_carried_each_flow(lab: Lab) -> None:
-    """The agent's flow reports say which service workload carried a flow (its ``ct label``
-    read back): for each of 6 flows web → app, the one member whose conntrack saw it; a flow
-    through the chain names both instances' members, in order."""
+def test_flow_records_name_what_carried_each_flow(lab: Lab) -> None:
+    """The agent's flow reports say what carried a flow (its ``ct label`` read back).  Local:
+    for each of 6 flows web → app, the one member whose conntrack saw it.  Remote: the
+    instance and the host that served it (which member is that host's choice: ``get
+    serviceinstances`` counts it there).  A flow through the chain names both, in order."""
     flows = [Flow(lab, "app") for _ in range(6)]
     chained = Flow(lab, "db")
     try:
@@ -391,6 +442,10 @@ def test_flow_records_name_the_member_that_carried_each_flow(lab: Lab) -> None:
     # UDP flows are reported once idle for a snapshot interval (10 s).
     wait_until(lambda: set(carried) | {chained.port} <= set(reported()), 60, "6 + 1 reports")
     seen = reported()
+    if lab.placement.name == "remote":
+        assert {seen[port] for port in carried} == {"pool-1@host-2"}
+        assert seen[chained.port] == "pool-1@host-2,ids-1@host-2"
+        return
     assert {port: seen[port] for port in carried} == {
         port: f"pool-1/{member}" for port, member in carried.items()
     }

@@ -1,0 +1,102 @@
+"""What the steering lab tests share: a running lab with HTTP servers in some workloads,
+the L7 firewalls' verdict logs and the service workloads' packet counters, and a GET from a
+workload's namespace."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import http.server
+import json
+import subprocess
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from tagwall._netns import entered
+from tagwall.lab import read_state
+from tagwall.lab._services import verdict_log
+
+from .enforcement_support import RunningLab
+
+BIG = 300_000  # bytes of /big: hundreds of full-sized segments
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    seen: list[str]
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        body = b"x" * BIG if self.path.startswith("/big") else f"served {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # ``seen`` is the log
+        pass
+
+
+@dataclass
+class ServiceLab:
+    lab: RunningLab
+    address: Mapping[str, str]  # workload → the address its server listens on
+    seen: dict[str, list[str]] = field(default_factory=dict)  # server → paths it read
+
+    def namespace(self, workload: str) -> str:
+        return f"{self.lab.name}-w-{workload}"
+
+    def verdicts(self, workload: str) -> list[dict[str, object]]:
+        """The verdict log of the L7 firewall in ``workload``."""
+        state = read_state(self.lab.state_dir)
+        assert state is not None
+        (w,) = [w for w in state.workloads if w.name == workload]
+        path = verdict_log(self.lab.state_dir, w)
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def received(self, workload: str, interface: str) -> int:
+        """Packets the service workload has received on ``interface`` so far."""
+        out = subprocess.run(
+            ["ip", "-n", self.namespace(workload), "-s", "-j", "link", "show", "dev", interface],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        packets: int = json.loads(out)[0]["stats64"]["rx"]["packets"]
+        return packets
+
+    def get(
+        self, to: str, target: str, port: int = 80, source: str = "web"
+    ) -> tuple[int, str, bytes]:
+        """GET ``target`` from ``source``; (status, X-Tagwall-Rule header, body)."""
+        conn = http.client.HTTPConnection(self.address[to], port, timeout=10)
+        with entered(self.namespace(source)):
+            conn.connect()  # the socket keeps the source's namespace
+        try:
+            conn.request("GET", target, headers={"Host": "shop"})
+            response = conn.getresponse()
+            return response.status, response.getheader("X-Tagwall-Rule") or "", response.read()
+        finally:
+            conn.close()
+
+
+@contextlib.contextmanager
+def http_servers(lab: ServiceLab, names: Iterable[str], ports: Iterable[int]) -> Iterator[None]:
+    """An HTTP server on each of ``ports`` in each workload of ``names``, recording the paths
+    it reads in ``lab.seen``."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+    try:
+        for name in names:
+            seen: list[str] = []
+            lab.seen[name] = seen
+            handler = type(f"Handler_{name}", (_Handler,), {"seen": seen})
+            for port in ports:
+                with entered(lab.namespace(name)):
+                    server = http.server.ThreadingHTTPServer((lab.address[name], port), handler)
+                servers.append(server)
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
