@@ -6,7 +6,8 @@ and the marks, labels and routes that take them there (DESIGN §2 "Service chain
 A **path** is the ``via`` of an enforced ``redirect`` rule of this host's program whose every
 instance has a workload on this host (``Program.services``) or is served to it by another host
 (``Program.remote_services``: *remote*, below); a redirect rule naming an instance that no
-host with an underlay address serves allows without steering.  A **member** is one (instance,
+host with an underlay address serves to this one (compiler ``_distill``: each serves the 16
+hosts after it) allows without steering.  A **member** is one (instance,
 workload) of an instance on this host; an instance with several is scaled out.
 
 ``ct label`` (128 bits; ``ct mark`` holds the decision ids, ``_nft_decisions``) pins a flow,
