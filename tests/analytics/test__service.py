@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tagwall.analytics import Analytics, Decision, FlowFilter, FlowStore
 from tagwall.control import FlowReport
+from tagwall.errors import StoreError
 
 from .flows_support import run_until_crash
 from .test__reports import (
@@ -108,6 +110,29 @@ def test_a_batch_sent_again_is_stored_once(analytics: Analytics) -> None:
     assert analytics.ingest_reports("host-a", 1, batch) == 3
     assert analytics.ingest_reports("host-a", 1, batch) == 3
     assert len(analytics.store.flows()) == 3
+
+
+def test_a_batch_resent_while_its_commit_failed_is_stored_once(
+    analytics: Analytics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's commit fails once (a full disk): the agent gets an error and keeps its
+    spool.  Its resend arrives while the failed rows wait to be retried: it is answered once
+    they are committed, and they are stored once."""
+    batch = [to_payments(i) for i in range(3)]
+    commit = analytics.store._commit
+    failures = [OSError("No space left on device")]
+
+    def commit_failing_once(connection: Any) -> None:
+        if failures:
+            raise failures.pop()
+        commit(connection)
+
+    monkeypatch.setattr(analytics.store, "_commit", commit_failing_once)
+    with pytest.raises(StoreError, match="No space left"):
+        analytics.ingest_reports("host-a", 1, batch)
+    assert analytics.ingest_reports("host-a", 1, batch) == 3
+    assert len(analytics.store.flows()) == 3
+    assert analytics.store.agent_progress() == {("host-a", ""): 3}
 
 
 def test_an_overlapping_batch_stores_only_its_new_reports(analytics: Analytics) -> None:

@@ -71,7 +71,9 @@ class Analytics:
         # orders them; ``_expiry`` stores the halves whose partner did not come.
         self._reports_lock = threading.Lock()
         self._pairing = ReportPairing(window_s=pairing_window_s)
-        self._progress: dict[tuple[str, str], int] = {}  # (host, spool) → stored through
+        # (host, spool) → accepted through: queued with its progress, committed unless the
+        # store is failing (then retried, and ingest_reports answers only once committed)
+        self._progress: dict[tuple[str, str], int] = {}
         self._current_spool: dict[str, str] = {}  # host → the spool it last sent from
         self._spool_dropped: dict[str, int] = {}
         self._stopping = threading.Event()
@@ -122,10 +124,14 @@ class Analytics:
         dropped: int = 0,
     ) -> int:
         """Store an agent's reports numbered ``first_seq, first_seq + 1, …`` of its spool
-        ``spool`` (those already stored are skipped, also across restarts: the progress is in
-        the store); the last sequence number stored, once it is committed.  Reports waiting
+        ``spool`` (those already accepted are skipped, also across restarts: the progress is
+        in the store); the last sequence number stored, once it is committed.  Reports waiting
         for a partner count as stored: they are stored alone if none comes.  ``dropped``: the
-        agent's count of reports its full spool dropped."""
+        agent's count of reports its full spool dropped.
+
+        Raises ``StoreError`` when the commit fails.  The reports then stay queued with their
+        progress and are retried, so they count as accepted: a resend is not queued again,
+        and is answered only once they are committed."""
         with self._reports_lock:
             self._spool_dropped[host] = max(dropped, self._spool_dropped.get(host, 0))
             self._current_spool[host] = spool
@@ -141,8 +147,8 @@ class Analytics:
                     assert endpoints is not None
                     batches = reports_batches(config, rows)
                     self.store.append_agent_reports(batches, endpoints, host, spool, last)
-                self.store.flush()  # the rows and the progress, in one transaction
                 self._progress[(host, spool)] = last
+            self.store.flush()  # the rows and the progress in one transaction, or a resend's
             return max(done, last)
 
     def _current_config(self) -> Config:
