@@ -9,9 +9,11 @@ import http.client
 import http.server
 import json
 import subprocess
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from tagwall._netns import entered
 from tagwall.lab import read_state
@@ -35,6 +37,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # ``seen`` is the log
         pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A firewall that refuses a request resets the server's side of it: expected, so
+        not printed (anything else is)."""
+        if not isinstance(sys.exc_info()[1], ConnectionResetError):
+            super().handle_error(request, client_address)
 
 
 @dataclass
@@ -84,7 +94,7 @@ class ServiceLab:
 def http_servers(lab: ServiceLab, names: Iterable[str], ports: Iterable[int]) -> Iterator[None]:
     """An HTTP server on each of ``ports`` in each workload of ``names``, recording the paths
     it reads in ``lab.seen``."""
-    servers: list[http.server.ThreadingHTTPServer] = []
+    servers: list[_Server] = []
     try:
         for name in names:
             seen: list[str] = []
@@ -92,7 +102,7 @@ def http_servers(lab: ServiceLab, names: Iterable[str], ports: Iterable[int]) ->
             handler = type(f"Handler_{name}", (_Handler,), {"seen": seen})
             for port in ports:
                 with entered(lab.namespace(name)):
-                    server = http.server.ThreadingHTTPServer((lab.address[name], port), handler)
+                    server = _Server((lab.address[name], port), handler)
                 servers.append(server)
                 threading.Thread(target=server.serve_forever, daemon=True).start()
         yield
