@@ -20,7 +20,7 @@ import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type hi
 
 from ._schema import DAY_MS, ROLLUP_BUCKET_MS, ROLLUP_COUNTS, day_table, rollup_of_files_sql
 from ._segments import Segment
-from ._writer import Writer, rollback
+from ._writer import Writer
 
 __all__ = ["Upkeep"]
 
@@ -33,14 +33,8 @@ class Upkeep(Writer):
         nothing, when some input is no longer registered (retention dropped its day)."""
         if any(s.name not in self._segments for s in inputs):
             return False
-        w = self._writer
-        w.begin()
-        try:
+        with self._transaction() as w:
             after = self._register(w, added=[merged], removed=[s.name for s in inputs])
-            self._commit(w)
-        except Exception:
-            rollback(w)
-            raise
         with self._lock:
             self._segments = after
             self._compactions += 1
@@ -53,15 +47,9 @@ class Upkeep(Writer):
         registered as not rolled up (retention or a merge came first)."""
         if any(n not in self._segments or self._segments[n].rolled_up for n in names):
             return False
-        w = self._writer
-        w.begin()
-        try:
+        with self._transaction() as w:
             self._insert(w, "flows_rollup", rollup)
             after = self._register(w, rolled=names)
-            self._commit(w)
-        except Exception:
-            rollback(w)
-            raise
         with self._lock:
             self._segments = after
         return True
@@ -80,29 +68,26 @@ class Upkeep(Writer):
         # or merged below (so that no partial row comes after the merge): rolled up here.
         late = [s for s in segments if not s.rolled_up and (s.day + 1) * DAY_MS <= merge_until]
         after: dict[str, Segment] | None = None
-        w = self._writer
-        w.begin()
         try:
-            if late:
-                paths = [self._files.path(s.name) for s in late]
-                w.execute(f"INSERT INTO flows_rollup {rollup_of_files_sql(paths)}")
-            if expired or late:
-                self._days -= set(tables)
-                removed = [s.name for s in gone]
-                rolled = [s.name for s in late if s.day not in set(expired)]
-                after = self._register(w, removed=removed, rolled=rolled)
-                for day in tables:
-                    w.execute(f"DROP TABLE {day_table(day)}")
-            w.execute("DELETE FROM messages WHERE received_ms < ?", [raw_cutoff])
-            w.execute(
-                "DELETE FROM flows_rollup WHERE bucket_ms < ?",
-                [now_ms - self._rollup_retention_ms],
-            )
-            if merge_until > self._merged_until_ms:
-                self._merge_rollups_locked(w, self._merged_until_ms, merge_until)
-            self._commit(w)
+            with self._transaction() as w:
+                if late:
+                    paths = [self._files.path(s.name) for s in late]
+                    w.execute(f"INSERT INTO flows_rollup {rollup_of_files_sql(paths)}")
+                if expired or late:
+                    self._days -= set(tables)  # the view _register writes leaves them out
+                    removed = [s.name for s in gone]
+                    rolled = [s.name for s in late if s.day not in set(expired)]
+                    after = self._register(w, removed=removed, rolled=rolled)
+                    for day in tables:
+                        w.execute(f"DROP TABLE {day_table(day)}")
+                w.execute("DELETE FROM messages WHERE received_ms < ?", [raw_cutoff])
+                w.execute(
+                    "DELETE FROM flows_rollup WHERE bucket_ms < ?",
+                    [now_ms - self._rollup_retention_ms],
+                )
+                if merge_until > self._merged_until_ms:
+                    self._merge_rollups_locked(w, self._merged_until_ms, merge_until)
         except Exception:
-            rollback(w)
             self._days |= set(tables)
             raise
         if after is not None:

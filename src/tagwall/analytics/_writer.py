@@ -36,7 +36,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import duckdb
@@ -53,7 +53,7 @@ from ._schema import (
 )
 from ._segments import Segment, SegmentFiles
 
-__all__ = ["STOP", "Call", "Rows", "Writer", "rollback"]
+__all__ = ["STOP", "Call", "Rows", "Writer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,24 +175,21 @@ class Writer:
         endpoints = [] if self._endpoints is None else self._endpoints.since(self._endpoints_stored)
         flows = pa.concat_tables(tables) if tables else None
         written: list[Segment] = []
-        w = self._writer
         try:
             if flows is not None:
                 written = self._write_segments(flows)
-            w.begin()
-            self._insert(w, "endpoints", _endpoints_table(endpoints))
-            self._insert(w, "rules", _rules_table(rules, self._rules_stored))
-            segments = self._register(w, added=written) if written else None
-            for table in messages:
-                self._insert(w, "messages", table)
-            for host, spool, stored_through in progress:
-                w.execute(
-                    "INSERT OR REPLACE INTO agent_progress VALUES (?, ?, ?)",
-                    [host, spool, stored_through],
-                )
-            self._commit(w)
+            with self._transaction() as w:
+                self._insert(w, "endpoints", _endpoints_table(endpoints))
+                self._insert(w, "rules", _rules_table(rules, self._rules_stored))
+                segments = self._register(w, added=written) if written else None
+                for table in messages:
+                    self._insert(w, "messages", table)
+                for host, spool, stored_through in progress:
+                    w.execute(
+                        "INSERT OR REPLACE INTO agent_progress VALUES (?, ?, ?)",
+                        [host, spool, stored_through],
+                    )
         except Exception:
-            rollback(w)
             self._files.delete(s.name for s in written)
             with self._lock:
                 self._failed += 1
@@ -210,6 +207,20 @@ class Writer:
             self._lock.notify_all()
         if written:
             self._wake_compactor()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The writer's connection in a transaction, committed at the end of the block, or
+        rolled back (if one was open) when the block raises."""
+        w = self._writer
+        try:
+            w.begin()
+            yield w
+            self._commit(w)
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # no transaction open (begin failed)
+                w.rollback()
+            raise
 
     def _commit(self, w: duckdb.DuckDBPyConnection) -> None:
         """Commit the writer's transaction (its own method: the crash tests stop here)."""
@@ -288,12 +299,6 @@ def _by_day(rows: pa.Table, days: npt.NDArray[np.int64]) -> list[tuple[int, pa.T
         (int(sorted_days[a]), taken.slice(a, b - a))
         for a, b in zip([0, *bounds], [*bounds, len(order)], strict=True)
     ]
-
-
-def rollback(w: duckdb.DuckDBPyConnection) -> None:
-    """Roll the writer's transaction back, if one is open."""
-    with contextlib.suppress(duckdb.Error):  # no transaction open (it failed before begin)
-        w.rollback()
 
 
 def _endpoints_table(endpoints: Sequence[Endpoint]) -> pa.Table:
