@@ -52,8 +52,8 @@ with services that never include the test port, and allow / deny / reject.  The 
 (client → server, tcp/5201 and udp/5201) is allowed only by the last rule of the last
 application set of each direction: a new connection's SYN walks every rule at both hosts.
 
-``--diagnose`` adds the variant ``ct-only`` (tagwall's two base chains with nothing after
-the conntrack shortcut): the floor of any stateful data path, which the new-connection rate
+``--diagnose`` adds the variant ``ct-only`` (tagwall's base chain with nothing after the
+conntrack shortcut): the floor of any stateful data path, which the new-connection rate
 of tagwall's program is best read against; see "diagnosis" below.
 
 The machine is shared and noisy: each figure is the median of the rounds, and the per-round
@@ -466,8 +466,11 @@ def _listening(pid: int, port: int) -> bool:
     return False
 
 
-def iperf3(client_ns: str, server_ns: str, seconds: float, udp: bool) -> dict[str, Any]:
-    """One iperf3 run, client → server; its JSON ``end`` object."""
+def iperf3(
+    client_ns: str, server_ns: str, seconds: float, udp: bool, cpus: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """One iperf3 run, client → server; its JSON ``end`` object.  ``cpus``: pin the client
+    and the server to these CPUs (iperf3 ``-A``)."""
     server = subprocess.Popen(
         ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", SERVER_IP, "-p", str(PORT)],
         stdout=subprocess.DEVNULL,
@@ -482,6 +485,8 @@ def iperf3(client_ns: str, server_ns: str, seconds: float, udp: bool) -> dict[st
         argv = ["iperf3", "-c", SERVER_IP, "-p", str(PORT), "-t", str(seconds), "-J"]
         if udp:
             argv += ["-u", "-l", "64", "-b", "0"]
+        if cpus is not None:
+            argv += ["-A", f"{cpus[0]},{cpus[1]}"]
         result = subprocess.run(
             ["ip", "netns", "exec", client_ns, *argv],
             capture_output=True,
@@ -543,10 +548,9 @@ def blocked(client_ns: str, server_ns: str) -> bool:
 
 CT_ONLY_TABLE = "twbenchct"
 _CT_FIRST = "policy accept; ct state established,related accept;"
-CT_ONLY = (  # tagwall's two base chains (hook priorities 0 and 10) with nothing after ct
+CT_ONLY = (  # tagwall's base chain with nothing after ct
     f"table inet {CT_ONLY_TABLE} {{\n"
-    f"  chain egress {{ type filter hook forward priority 0; {_CT_FIRST} }}\n"
-    f"  chain ingress {{ type filter hook forward priority 10; {_CT_FIRST} }}\n"
+    f"  chain forward {{ type filter hook forward priority 0; {_CT_FIRST} }}\n"
     "}\n"
 )
 DIAGNOSTIC_VARIANTS = ("ct-only",)

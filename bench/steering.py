@@ -70,8 +70,13 @@ seen it healthy and put it back in the hash).  The bound the health checks allow
 ``(failures + 1) * interval``: target ≤ 3 s with a 1 s interval, which needs ``--failures``
 ≤ 2 (the default; with 3 the bound is 4 s).
 
+iperf3's client runs on CPU 0 and its server on CPU 1 (``-A 0,1``; ``--pin``), the same in
+every variant.  Left to the scheduler, the two ends and the forwarding they trigger trade
+places on this 2-core machine mid-run, and single runs moved by ±5 %: more than the
+difference measured.
+
 Usage: python bench/steering.py [--json] [--seconds S] [--repeats N] [--interval-s S]
-       [--failures N] [--failover-trials N] [--lab NAME] [--no-remote]
+       [--failures N] [--failover-trials N] [--lab NAME] [--no-remote] [--pin C,S|none]
 """
 
 from __future__ import annotations
@@ -299,7 +304,7 @@ def run_rounds(
             clear(lab)
             enforce(variant, lab, compilers)
             before = {side: rx_packets(lab.forwarder_ns, side) for side in ("left", "right")}
-            end = iperf3(lab.client_ns, lab.server_ns, args.seconds, False)
+            end = iperf3(lab.client_ns, lab.server_ns, args.seconds, False, args.cpus)
             packets = {side: rx_packets(lab.forwarder_ns, side) - n for side, n in before.items()}
             gbps[variant].append(tcp_gbps(end))
             crossed[variant].append(packets)
@@ -368,9 +373,8 @@ def measure_remote(args: argparse.Namespace, here: Path, local_gbps: float) -> d
                     datapath.load(compiler.program(host))
                     datapath.close()
                 before = {side: rx_packets(forwarder_ns, side) for side in ("left", "right")}
-                end = iperf3(
-                    workloads[CLIENT].namespace, workloads[SERVER].namespace, args.seconds, False
-                )
+                client, server = workloads[CLIENT].namespace, workloads[SERVER].namespace
+                end = iperf3(client, server, args.seconds, False, args.cpus)
                 packets = {side: rx_packets(forwarder_ns, side) - n for side, n in before.items()}
                 if min(packets.values()) < MIN_INSTANCE_PACKETS:
                     raise RuntimeError(
@@ -541,6 +545,13 @@ def measure_failover(args: argparse.Namespace, here: Path) -> dict[str, Any]:
     }
 
 
+def _cpus(text: str) -> tuple[int, int]:
+    client, server = (int(n) for n in text.split(","))
+    if min(client, server) < 0:
+        raise ValueError(text)
+    return client, server
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -551,7 +562,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--failover-trials", type=int, default=5, help="default 5")
     ap.add_argument("--lab", default="twlabsteer", help="lab name (twlab + ≤ 8 [a-z0-9])")
     ap.add_argument("--no-remote", action="store_true", help="skip the forwarder on another host")
+    ap.add_argument(
+        "--pin",
+        default="0,1" if (os.cpu_count() or 1) > 1 else "none",
+        help="CLIENT,SERVER: the CPUs of iperf3's two ends (default 0,1), or none",
+    )
     args = ap.parse_args(argv)
+    try:
+        args.cpus = None if args.pin == "none" else _cpus(args.pin)
+    except ValueError:
+        ap.error(f"--pin {args.pin!r}: two CPU numbers, CLIENT,SERVER (e.g. 0,1), or none")
     if os.geteuid() != 0:
         say("needs root: it builds labs of network namespaces and programs their routes")
         return 2
@@ -574,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
         "lab": args.lab,
         "seconds": args.seconds,
         "repeats": args.repeats,
+        "pin": args.pin,
         **throughput,
         "target_ratio": TARGET_RATIO,
         **remote,

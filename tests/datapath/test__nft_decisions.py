@@ -45,7 +45,9 @@ def _decided(script: str) -> dict[str, list[str]]:
     """comment → the decision statements of the nft rules with that comment."""
     out: dict[str, list[str]] = {}
     for line in script.splitlines():
-        found = re.search(r'counter (.*?) ?(accept|drop|goto refuse|return) comment "(.*)"', line)
+        found = re.search(
+            r'counter (.*?) ?(accept|drop|goto refuse|goto ingress|return) comment "(.*)"', line
+        )
         if found:
             out.setdefault(found.group(3), []).append(found.group(1))
     return out

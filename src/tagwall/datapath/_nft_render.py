@@ -1,12 +1,14 @@
 """Rendering a ``Program`` as nftables script text.  Pure: no I/O; ``_nft.py`` applies it.
 
-One table ``inet <table>`` holds everything (DESIGN §4).  Its layout, for each direction
-``d`` in (egress, ingress) — the evaluation order is docs/semantics.md "Evaluation at one end"
-and the ``Program`` docstring::
+One table ``inet <table>`` holds everything (DESIGN §4).  Its layout — the evaluation order
+is docs/semantics.md "Evaluation at one end" and the ``Program`` docstring — one base chain,
+then for each direction ``d`` in (egress, ingress) the same skeleton::
 
-    chain d            hook forward, priority 0 (egress) / 10 (ingress), policy accept:
+    chain forward      hook forward, priority 0, policy accept:
                          ct state established,related accept      (replies of allowed flows)
-                         local address → goto d_eval               (egress: saddr; ingress: daddr)
+                         local source → goto egress_eval
+                         goto ingress
+    chain ingress      local destination → goto ingress_eval; accept
     chain d_eval       clear a stray scratch mark; jump d_admin; jump d_application;
                          jump d_baseline; default posture (accept | drop)
     chain d_<tier>     meta l4proto . th dport vmap { tcp . 80 : goto d_<tier>_0, … }
@@ -22,8 +24,10 @@ and the ``Program`` docstring::
                          prohibited" (clients see EHOSTUNREACH rather than a silent drop)
     chain mt_*         one per tag map and family: the map lookup of matchTags (below)
 
-An egress ``accept`` ends only the egress base chain: the packet still meets the ingress
-chain, so a flow between two workloads of one host is checked at both ends.  The skeleton is
+An egress allow is ``goto ingress``, not ``accept``: the packet still meets the ingress walk,
+so a flow between two workloads of one host is checked at both ends.  One base chain rather
+than one per direction: every forwarded packet, established ones included, then pays for one
+hook's chain, not two (bench/steering.py measured 3 % less CPU per byte steered).  The skeleton is
 fixed (all six tier chains exist, empty or not), so only rules and dispatched chains move on
 updates: a tier chain is rewritten together with its dispatched chains.
 
@@ -48,7 +52,7 @@ through service instances, and how, is ``_steering``: with a steered path the ta
 holds a prerouting chain ``steer``, the ``svc_`` chains and named counters of the service
 workloads, ``c_``-prefixed classify copies of the tier chains (only with a path of its own: a
 host that only carries other hosts' flows has none), an accept of packets back from a
-service first in each forward chain, and with tunnels (remote instances, transit) a forward
+service early in the forward chain, and with tunnels (remote instances, transit) a forward
 chain ``tunnel_mss`` at priority -5 that clamps the MSS of TCP SYNs into them;
 ``render_health`` rewrites the ``svc_`` chains that a health change touches); deny → drop; reject →
 goto refuse; pass → return.  Each allow/deny/reject (and the isolation drop and the default
@@ -203,7 +207,8 @@ _VERDICT = {
     Action.REJECT: "goto refuse",
     Action.PASS: "return",
 }
-_PRIORITY = {TrafficDirection.EGRESS: 0, TrafficDirection.INGRESS: 10}
+# An egress allow goes on to the destination's ingress walk (the module docstring).
+_ONWARD = "goto ingress"
 _SCRATCHED = f"meta mark and {MARK_SCRATCH_MASK:#010x} == {MARK_SCRATCH:#010x}"
 _SCRATCH_CLEAR = f"{_SCRATCHED} meta mark set 0"
 _REFUSE = ("meta l4proto tcp reject with tcp reset", "reject with icmpx type admin-prohibited")
@@ -575,7 +580,10 @@ def _services(services: tuple[CompiledService, ...] | None, family: int) -> list
 
 def _verdict(action: Action, direction: TrafficDirection, decision: int, comment: str) -> str:
     report = decision_statement(action, direction, decision)
-    return " ".join(p for p in ("counter", report, _VERDICT[action], f"comment {comment}") if p)
+    verdict = _VERDICT[action]
+    if direction is TrafficDirection.EGRESS and verdict == "accept":
+        verdict = _ONWARD
+    return " ".join(p for p in ("counter", report, verdict, f"comment {comment}") if p)
 
 
 @dataclass(frozen=True)
@@ -834,24 +842,30 @@ def _eval_lines(program: Program, d: TrafficDirection) -> list[str]:
     ]
 
 
-def _base_lines(families: Iterable[int], d: TrafficDirection, steers: bool = False) -> list[str]:
-    key = "saddr" if d is TrafficDirection.EGRESS else "daddr"
+def _base_lines(families: Iterable[int], steers: bool = False) -> list[str]:
     # A packet back from a service was evaluated on its way in (``_steering``); only tagwall's
     # prerouting chain writes that mark, and no mark crosses into the namespace.
     back = [f"{_STEERED_BACK} accept"] if steers else []
     return [
-        f"type filter hook forward priority {_PRIORITY[d]}; policy accept;",
+        "type filter hook forward priority 0; policy accept;",
         "ct state established,related accept",
         *back,
-        *(f"{_IP[f]} {key} @local_{f} goto {d.value}_eval" for f in sorted(families)),
+        *(f"{_IP[f]} saddr @local_{f} goto egress_eval" for f in sorted(families)),
+        _ONWARD,
     ]
+
+
+def _ingress_lines(families: Iterable[int]) -> list[str]:
+    # Explicit accept: an egress allow reaches this chain by goto from inside egress_eval's
+    # jumps, where falling off the end would return into the egress walk.
+    return [*(f"{_IP[f]} daddr @local_{f} goto ingress_eval" for f in sorted(families)), "accept"]
 
 
 _STEERED_BACK = (
     f"meta mark and {MARK_SCRATCH_MASK | BACK_FLAG:#010x} == {STEER_MARK | BACK_FLAG:#010x}"
 )
 _STEER_PRIORITY = -150  # mangle: after conntrack (-200), before the routing decision
-_MSS_PRIORITY = -5  # before the forward chains, whose established accept would end it
+_MSS_PRIORITY = -5  # before the forward chain, whose established accept would end it
 
 
 def _steering_chains(program: Program, layout: Layout, memo: _Memo) -> list[tuple[str, list[str]]]:
@@ -936,8 +950,9 @@ def render_load(
             for name, lines in _tier_chains(program, layout, d, tier, memo):
                 out += _chain(name, lines)  # dispatched chains first: the map names them
         out += _chain(f"{d.value}_eval", _eval_lines(program, d))
-    for d in TrafficDirection:
-        out += _chain(d.value, _base_lines(fams, d, layout.steers))
+        if d is TrafficDirection.INGRESS:  # before the egress chains, whose allows name it
+            out += _chain("ingress", _ingress_lines(fams))
+    out += _chain("forward", _base_lines(fams, layout.steers))
     if layout.steers:
         for name, lines in _steering_chains(program, layout, memo):
             out += _chain(name, lines)
