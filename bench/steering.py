@@ -42,6 +42,10 @@ the benchmark rather than report a figure for a different path.
 ≥ 0.9.  ``steering_only_ratio`` = median(tagwall) / median(static-firewall) and
 ``firewall_ratio`` = median(static-firewall) / median(static).  The per-round ratios
 (``…_rounds``, variants of one round back to back) show the machine's noise.
+``cpu_s_per_gb_<variant>``: the CPU time the whole machine spent (``/proc/stat``: user,
+system, interrupts) per GB delivered, median; ``cpu_per_byte_ratio`` = tagwall's / static's.
+Less noisy than throughput when the two cores are not both saturated, and it shows a cost
+that throughput hides when a core has time to spare.
 
 **Across hosts** (``--no-remote`` skips it), in a lab of its own built afterwards: the same
 client and server, the forwarder on a third host, ``bench-c``; the policy of the
@@ -293,10 +297,20 @@ def enforce(variant: str, lab: Lab, compilers: dict[str, Compiler]) -> None:
         static_path(lab)
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds the whole machine has spent not idle (user, system, interrupts) so far."""
+    with open("/proc/stat") as f:
+        ticks = [int(n) for n in f.readline().split()[1:]]
+    # user, nice, system, irq, softirq (not idle, iowait, or steal: the hypervisor's)
+    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def run_rounds(
     lab: Lab, compilers: dict[str, Compiler], args: argparse.Namespace
 ) -> dict[str, Any]:
     gbps: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}  # CPU seconds per GB delivered
     crossed: dict[str, list[dict[str, int]]] = {v: [] for v in VARIANTS}
     for r in range(args.repeats):
         k = r % len(VARIANTS)
@@ -304,7 +318,9 @@ def run_rounds(
             clear(lab)
             enforce(variant, lab, compilers)
             before = {side: rx_packets(lab.forwarder_ns, side) for side in ("left", "right")}
+            started = busy_cpu_s()
             end = iperf3(lab.client_ns, lab.server_ns, args.seconds, False, args.cpus)
+            cpu[variant].append((busy_cpu_s() - started) / (end["sum_received"]["bytes"] / 1e9))
             packets = {side: rx_packets(lab.forwarder_ns, side) - n for side, n in before.items()}
             gbps[variant].append(tcp_gbps(end))
             crossed[variant].append(packets)
@@ -320,6 +336,12 @@ def run_rounds(
         name = f"throughput_{v.replace('-', '_')}_gbps"
         out[name] = round(medians[v], 3)
         out[f"{name}_runs"] = [round(g, 3) for g in gbps[v]]
+    for v in VARIANTS:
+        name = f"cpu_s_per_gb_{v.replace('-', '_')}"
+        out[name] = round(statistics.median(cpu[v]), 4)
+        out[f"{name}_runs"] = [round(c, 4) for c in cpu[v]]
+    cpu_medians = {v: statistics.median(c) for v, c in cpu.items()}
+    out["cpu_per_byte_ratio"] = round(cpu_medians["tagwall"] / cpu_medians["static"], 3)
     for ratio, (a, b) in RATIOS.items():
         out[ratio] = round(medians[a] / medians[b], 3)
         out[f"{ratio}_rounds"] = [round(x / y, 3) for x, y in zip(gbps[a], gbps[b], strict=True)]

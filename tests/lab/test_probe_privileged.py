@@ -9,6 +9,7 @@ addresses and the destination has one of the source's first family (the probe's 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -125,3 +126,37 @@ def test_a_server_already_on_the_port_answers_instead(network: Topology) -> None
     assert udp.matrix["c"]["fw"]  # fw's port was free: the probe's own echo listener
     assert any(w.startswith(f"{c.namespace}: tcp/8080 is taken") for w in tcp.warnings)
     assert any(w.startswith(f"{c.namespace}: udp/8080 is taken") for w in udp.warnings)
+
+
+def test_a_udp_request_lost_once_is_resent_within_the_timeout(network: Topology) -> None:
+    """A listener that ignores each sender's first datagram (a busy server, a lost packet)
+    still answers the probe: the request goes again every 0.1 s until the 0.5 s timeout."""
+    c = next(w for w in network.workloads if w.name == "c")
+    fw = next(w for w in network.workloads if w.name == "fw")
+    with entered(c.namespace):
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    seen: dict[tuple[str, int], int] = {}
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                data, sender = server.recvfrom(64)
+            except TimeoutError:
+                continue
+            seen[sender] = seen.get(sender, 0) + 1
+            if seen[sender] > 1:
+                server.sendto(data, sender)
+
+    with server:
+        server.bind(("0.0.0.0", 8081))
+        server.settimeout(0.1)
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            result = probe_pairs([c, fw], parse_flow_service("udp/8081"))
+        finally:
+            done.set()
+            thread.join(timeout=5)
+    assert result.matrix["fw"]["c"] and result.matrix["c"]["c"]
+    assert seen and all(n >= 2 for n in seen.values())  # every answer needed a second request

@@ -26,10 +26,10 @@ then for each direction ``d`` in (egress, ingress) the same skeleton::
 
 An egress allow is ``goto ingress``, not ``accept``: the packet still meets the ingress walk,
 so a flow between two workloads of one host is checked at both ends.  One base chain rather
-than one per direction: every forwarded packet, established ones included, then pays for one
-hook's chain, not two (bench/steering.py measured 3 % less CPU per byte steered).  The skeleton is
-fixed (all six tier chains exist, empty or not), so only rules and dispatched chains move on
-updates: a tier chain is rewritten together with its dispatched chains.
+than one per direction: every forwarded packet, established ones included, passes one hook's
+chain, not two (bench/steering.py cannot tell the saving from its noise: docs/benchmarks.md).
+The skeleton is fixed (all six tier chains exist, empty or not), so only rules and dispatched
+chains move on updates: a tier chain is rewritten together with its dispatched chains.
 
 Order of matches in a rule: the service (protocol, port, ICMP type: two compares; a named
 port's set lookup), then the local ``applies_to`` set, the source, the destination, and the

@@ -8,8 +8,9 @@ What makes a pair ``true`` (self pairs included; they stay inside the namespace)
 
 - ``tcp/P``: the handshake with the destination's listener completes.  A reset (a ``reject``
   rule), an ICMP error or silence until the timeout (a ``drop``) is ``false``.
-- ``udp/P``: the destination's echo listener sends the request's random token back.  ICMP port
-  unreachable or silence is ``false``.
+- ``udp/P``: the destination's echo listener sends the request's random token back (the
+  request is resent every 0.1 s until the timeout).  ICMP port unreachable or silence is
+  ``false``.
 - ``icmp`` / ``icmpv6`` (echo request, type 8 / 128): an echo reply carrying the request's
   token comes back.  Other ICMP types cannot be asked for and are refused, as is ``sctp``.
 
@@ -47,6 +48,7 @@ from ._topology import LabWorkload
 __all__ = ["DEFAULT_TIMEOUT_S", "ProbeResult", "probe_pairs"]
 
 DEFAULT_TIMEOUT_S = 0.5
+_UDP_RESEND_S = 0.1  # a UDP request is sent again after this long without its echo
 _ECHO_REQUEST = {Protocol.ICMP: 8, Protocol.ICMPV6: 128}
 _ECHO_REPLY = {Protocol.ICMP: 0, Protocol.ICMPV6: 129}
 _FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
@@ -317,16 +319,29 @@ class _Prober:
             deadline = loop.time() + self.timeout_s
             try:
                 sock.connect((str(attempt.dst_ip), self.service.port))
-                sock.send(token)
                 while (left := deadline - loop.time()) > 0:
-                    if (
-                        await asyncio.wait_for(loop.sock_recv(sock, 2 * _TOKEN_BYTES), left)
-                        == token
-                    ):
-                        return True
-            except (OSError, TimeoutError):
+                    # Resent until the deadline, as a DNS client would: one datagram (or its
+                    # echo) lost to a busy listener must not read as a drop rule.  The same
+                    # socket, so the same flow: a rule that drops it drops every copy.
+                    sock.send(token)
+                    wait = min(left, _UDP_RESEND_S)
+                    with contextlib.suppress(TimeoutError):
+                        if await self._udp_echo(loop, sock, token, wait):
+                            return True
+            except OSError:
                 pass
             return False
+
+    @staticmethod
+    async def _udp_echo(
+        loop: asyncio.AbstractEventLoop, sock: socket.socket, token: bytes, wait_s: float
+    ) -> bool:
+        """Did ``token`` come back within ``wait_s``?  (Other datagrams are skipped.)"""
+        deadline = loop.time() + wait_s
+        while (left := deadline - loop.time()) > 0:
+            if await asyncio.wait_for(loop.sock_recv(sock, 2 * _TOKEN_BYTES), left) == token:
+                return True
+        return False
 
     async def _echo(self, loop: asyncio.AbstractEventLoop, index: int, attempt: _Attempt) -> bool:
         sock = self._raw[(attempt.src.namespace, attempt.src_ip.version)]
