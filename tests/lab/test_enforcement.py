@@ -30,7 +30,7 @@ from cli.support import EXAMPLES, run_tagwall
 
 from tagwall._netns import entered
 from tagwall.evaluator import make_flow, trace
-from tagwall.lab import probe
+from tagwall.lab import probe, read_state
 from tagwall.model import Action, Document, load, parse_flow_service
 
 from .enforcement_support import (
@@ -373,6 +373,110 @@ def test_redirect_through_a_forwarder_allows_like_allow(
             ("tcp/8080", "dns-1", "shop-app-prod", False),
         ],
     )
+
+
+REDIRECT_IN_TIERS = """\
+apiVersion: tagwall/v1
+kind: FirewallPolicy
+metadata: {name: guard}
+spec:
+  rules:
+  - {name: no-dev-to-prod, from: {tags: deployment=dev}, to: {tags: deployment=prod},
+     services: [tcp/8080], action: deny}
+  - {name: db-via-fw, from: {tags: tier=db}, to: {tags: tier=app}, services: [tcp/8080],
+     action: redirect, via: [fw-1]}
+  - {name: hand-over, from: {tags: tier=web}, to: {tags: tier=app}, services: [tcp/8080],
+     action: pass}
+---
+apiVersion: tagwall/v1
+kind: ApplicationPolicySet
+metadata: {name: guard}
+spec: {tier: admin, priority: 1, all: true, directions: [egress, ingress], policies: [guard]}
+---
+apiVersion: tagwall/v1
+kind: FirewallPolicy
+metadata: {name: apps}
+spec:
+  rules:
+  - {name: web-via-fw, from: {tags: tier=web}, to: {tags: tier=app}, services: [tcp/8080],
+     action: redirect, via: [fw-1]}
+  - {name: nothing-else, from: {any: true}, to: {tags: tier=app}, services: [tcp/8080],
+     action: deny}
+---
+apiVersion: tagwall/v1
+kind: ApplicationPolicySet
+metadata: {name: apps}
+spec: {tier: application, priority: 1, selector: tier=app, directions: [ingress],
+       policies: [apps]}
+"""
+
+COUNT_8080 = """\
+table inet tiertest {
+  chain c { type filter hook forward priority 0; policy accept; tcp dport 8080 counter; }
+}
+"""
+
+
+def _forwarded_8080(namespace: str) -> int:
+    """Packets to tcp/8080 that ``namespace`` (the forwarder) has forwarded so far."""
+    out = subprocess.run(
+        ["ip", "netns", "exec", namespace, "nft", "-j", "list", "table", "inet", "tiertest"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    items = json.loads(out)["nftables"]
+    return sum(
+        e["counter"]["packets"]
+        for i in items
+        if "rule" in i
+        for e in i["rule"]["expr"]
+        if "counter" in e
+    )
+
+
+def test_redirect_decides_in_its_tier_like_allow(
+    native: tuple[RunningLab, NativeFiles],
+) -> None:
+    """DESIGN §2: a redirect is a verdict of its tier like allow.  An admin deny beats an
+    application redirect; an admin redirect beats an application deny; an admin ``pass``
+    hands the flow to the application tier, whose redirect steers it.  Real packets equal
+    reach, and one connection per case shows which flows the forwarder carried."""
+    lab, files = native
+    policies = yaml_documents(files.directory, "tiers.yaml", REDIRECT_IN_TIERS)
+    lab.set_objects([*files.workloads, *policies])
+    answers = lab.assert_probe_equals_reach(["tcp/8080"])
+    cases = {  # (from, to): (allowed, through fw-1)
+        ("shop-web-prod", "shop-app-prod"): (True, True),  # admin pass → application redirect
+        ("shop-web-dev", "shop-app-prod"): (False, False),  # admin deny beats the redirect
+        ("shop-db-prod", "shop-app-prod"): (True, True),  # admin redirect beats the deny
+        ("shop-db-dev", "shop-app-dev"): (True, True),  # the same, steered to another host
+        ("dns-1", "shop-app-prod"): (False, False),  # the application tier's deny
+    }
+    _check_claims(answers, [("tcp/8080", s, d, ok) for (s, d), (ok, _) in cases.items()])
+
+    fw = f"{lab.name}-w-fw"
+    state = read_state(lab.state_dir)
+    assert state is not None
+    addresses = {w.name: str(w.ips[0]) for w in state.workloads if w.ips}
+    subprocess.run(
+        ["ip", "netns", "exec", fw, "nft", "-f", "-"], input=COUNT_8080, text=True, check=True
+    )
+    try:
+        seen: dict[tuple[str, str], tuple[bool, bool]] = {}
+        for src, dst in cases:
+            with entered(f"{lab.name}-w-{dst}"):
+                server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            with server:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.bind((addresses[dst], 8080))
+                server.listen(8)
+                before = _forwarded_8080(fw)
+                result = _connect(f"{lab.name}-w-{src}", addresses[dst], 8080, timeout_s=1.0)
+                seen[(src, dst)] = (result == "connected", _forwarded_8080(fw) > before)
+    finally:
+        subprocess.run(["ip", "netns", "exec", fw, "nft", "delete", "table", "inet", "tiertest"])
+    assert seen == cases
 
 
 def _received(namespace: str, interface: str) -> int:

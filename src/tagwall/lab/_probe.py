@@ -174,7 +174,14 @@ class _Echo(asyncio.DatagramProtocol):
 
 @dataclass
 class _Prober:
-    """One run: listeners, ICMP sockets and client attempts; closes everything it opened."""
+    """One run: listeners, ICMP sockets and client attempts; closes everything it opened.
+
+    The last look: an attempt's timeout is a timer in the event loop, which also runs every
+    other attempt's setup (a socket made inside a namespace, bound).  With hundreds of
+    attempts on a busy machine the timer can fire before the loop has read an answer that
+    came in time; so when it fires, the attempt looks once more at its own socket (TCP:
+    connected?  UDP: the token queued?  ICMP: a reply queued on the raw socket?) before it
+    says ``false``.  A drop rule leaves nothing to find."""
 
     service: FlowService
     timeout_s: float
@@ -309,7 +316,9 @@ class _Prober:
                     loop.sock_connect(sock, (str(attempt.dst_ip), self.service.port)),
                     self.timeout_s,
                 )
-            except (OSError, TimeoutError):
+            except TimeoutError:
+                return _connected(sock)  # the last look (``_Prober``)
+            except OSError:
                 return False
             return True
 
@@ -328,9 +337,9 @@ class _Prober:
                     with contextlib.suppress(TimeoutError):
                         if await self._udp_echo(loop, sock, token, wait):
                             return True
+                return _echoed(sock, token)  # the last look (``_Prober``)
             except OSError:
-                pass
-            return False
+                return False
 
     @staticmethod
     async def _udp_echo(
@@ -361,8 +370,12 @@ class _Prober:
         self._pending[sequence] = (future, attempt.dst_ip, token)
         try:
             sock.sendto(packet, (str(attempt.dst_ip), 0))
-            return await asyncio.wait_for(future, self.timeout_s)
-        except (OSError, TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except TimeoutError:
+            # The last look (``_Prober``): read what the socket holds, then ask again.
+            self._read_replies(sock, attempt.src_ip.version)
+            return future.done() and future.result()
+        except OSError:
             return False
         finally:
             self._pending.pop(sequence, None)
@@ -390,3 +403,22 @@ class _Prober:
                 and not future.done()
             ):
                 future.set_result(True)
+
+
+def _connected(sock: socket.socket) -> bool:
+    """Has the handshake of this non-blocking TCP client completed?"""
+    try:
+        sock.getpeername()
+    except OSError:  # still connecting, or refused
+        return False
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+
+
+def _echoed(sock: socket.socket, token: bytes) -> bool:
+    """Is ``token`` among the datagrams queued on this non-blocking UDP client?"""
+    while True:
+        try:
+            if sock.recv(2 * _TOKEN_BYTES) == token:
+                return True
+        except (BlockingIOError, InterruptedError):
+            return False
