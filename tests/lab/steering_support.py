@@ -8,7 +8,6 @@ import contextlib
 import http.client
 import http.server
 import json
-import subprocess
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,6 +19,7 @@ from tagwall.lab import read_state
 from tagwall.lab._services import verdict_log
 
 from .enforcement_support import RunningLab
+from .support import rx_packets
 
 BIG = 300_000  # bytes of /big: hundreds of full-sized segments
 
@@ -66,14 +66,7 @@ class ServiceLab:
 
     def received(self, workload: str, interface: str) -> int:
         """Packets the service workload has received on ``interface`` so far."""
-        out = subprocess.run(
-            ["ip", "-n", self.namespace(workload), "-s", "-j", "link", "show", "dev", interface],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        packets: int = json.loads(out)[0]["stats64"]["rx"]["packets"]
-        return packets
+        return rx_packets(self.namespace(workload), interface)
 
     def get(
         self, to: str, target: str, port: int = 80, source: str = "web"

@@ -1,11 +1,13 @@
 """Helpers for the lab tests: name labs uniquely, skip without root, read ``tagwall … -o
-json`` (``run_tagwall`` and the paths come from the CLI tests' support)."""
+json`` (``run_tagwall`` and the paths come from the CLI tests' support), count the packets an
+interface received."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import subprocess
 from typing import Any
 
 import pytest
@@ -28,3 +30,15 @@ def tagwall_json(*args: str) -> Any:
     result = run_tagwall(*args, "-o", "json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def rx_packets(namespace: str, interface: str) -> int:
+    """Packets ``interface`` of ``namespace`` has received so far."""
+    out = subprocess.run(
+        ["ip", "-n", namespace, "-s", "-j", "link", "show", "dev", interface],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    packets: int = json.loads(out)[0]["stats64"]["rx"]["packets"]
+    return packets

@@ -42,7 +42,7 @@ from .enforcement_support import (
     running_lab,
     yaml_documents,
 )
-from .support import privileged, unique_lab
+from .support import privileged, rx_packets, unique_lab
 
 pytestmark = privileged
 
@@ -362,10 +362,10 @@ def test_redirect_through_a_forwarder_allows_like_allow(
     the forwarder's right interface saw them."""
     lab, files = native
     fw = f"{lab.name}-w-fw"
-    before = _received(fw, "right")
+    before = rx_packets(fw, "right")
     lab.set_objects([*files.workloads, *yaml_documents(files.directory, "rd.yaml", REDIRECT)])
     answers = lab.assert_probe_equals_reach(["tcp/8080"])
-    assert _received(fw, "right") > before
+    assert rx_packets(fw, "right") > before
     _check_claims(
         answers,
         [
@@ -477,17 +477,6 @@ def test_redirect_decides_in_its_tier_like_allow(
     finally:
         subprocess.run(["ip", "netns", "exec", fw, "nft", "delete", "table", "inet", "tiertest"])
     assert seen == cases
-
-
-def _received(namespace: str, interface: str) -> int:
-    out = subprocess.run(
-        ["ip", "-n", namespace, "-s", "-j", "link", "show", "dev", interface],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    packets: int = json.loads(out)[0]["stats64"]["rx"]["packets"]
-    return packets
 
 
 # -- the Kubernetes lab -------------------------------------------------------------------------
