@@ -77,7 +77,7 @@ seen it healthy and put it back in the hash).  The bound the health checks allow
 iperf3's client runs on CPU 0 and its server on CPU 1 (``-A 0,1``; ``--pin``), the same in
 every variant.  Left to the scheduler, the two ends and the forwarding they trigger trade
 places on this 2-core machine mid-run, and tagwall's extra work per packet then costs more
-throughput (docs/benchmarks.md, "Steering": runs H–L).
+throughput (docs/benchmarks.md, "Steering": runs H to L).
 
 Usage: python bench/steering.py [--json] [--seconds S] [--repeats N] [--interval-s S]
        [--failures N] [--failover-trials N] [--lab NAME] [--no-remote] [--pin C,S|none]
