@@ -365,8 +365,29 @@ def _healthy_again(lab: Lab) -> None:
     wait_until(lambda: "symhash mod 1" in lab.ids_chain(), 10, "ids-1 healthy")
 
 
-def _where(lab: Lab) -> dict[str, dict[int, tuple[int, int]]]:
+Where = dict[str, dict[int, tuple[int, int]]]  # member → ``Lab.flows``
+
+
+def _where(lab: Lab) -> Where:
     return {member: lab.flows(member) for member in POOL}
+
+
+def _crossed(lab: Lab, flows: list[Flow], before: Where) -> dict[int, dict[str, tuple[int, int]]]:
+    """For each flow's port, the members it crossed since ``before``, with the packets it
+    added there (out, back).  A port's mere presence in a member's conntrack says nothing:
+    a closed flow of an earlier test leaves its entry behind for minutes, and the kernel may
+    hand its port to a new socket.  An entry that expired and came back counts from zero."""
+    now = _where(lab)
+    crossed: dict[int, dict[str, tuple[int, int]]] = {}
+    for f in flows:
+        crossed[f.port] = {}
+        for member in POOL:
+            counts, old = now[member].get(f.port), before[member].get(f.port, (0, 0))
+            if counts is None or counts == old:
+                continue
+            grown = (counts[0] - old[0], counts[1] - old[1])
+            crossed[f.port][member] = grown if min(grown) >= 0 else counts
+    return crossed
 
 
 def test_flows_spread_over_all_three_both_directions_on_one(lab: Lab) -> None:
@@ -374,14 +395,14 @@ def test_flows_spread_over_all_three_both_directions_on_one(lab: Lab) -> None:
     and each member carried some."""
     flows = [Flow(lab, "app") for _ in range(30)]
     try:
+        before = _where(lab)
         assert all(f.echo() for f in flows)
-        where = _where(lab)
-        for f in flows:
-            carried = {m: counts for m, seen in where.items() if (counts := seen.get(f.port))}
-            assert len(carried) == 1, (f.port, carried)
+        crossed = _crossed(lab, flows, before)
+        for port, carried in crossed.items():
+            assert len(carried) == 1, (port, carried)
             ((_, (out, back)),) = carried.items()
             assert out >= 1 and back >= 1
-        assert all(any(f.port in where[m] for f in flows) for m in POOL), where
+        assert {m for carried in crossed.values() for m in carried} == set(POOL), crossed
     finally:
         for f in flows:
             f.close()
@@ -394,8 +415,10 @@ def test_get_serviceinstances_shows_each_member_with_its_steered_flows(lab: Lab)
     before = _settled(lab)["pool-1"]
     flows = [Flow(lab, "app") for _ in range(9)]
     try:
+        where = _where(lab)
         assert all(f.echo() for f in flows)
-        carried = {m: sum(f.port in seen for f in flows) for m, seen in _where(lab).items()}
+        crossed = _crossed(lab, flows, where)
+        carried = {m: sum(m in members for members in crossed.values()) for m in POOL}
     finally:
         for f in flows:
             f.close()
@@ -424,9 +447,9 @@ def test_flow_records_name_what_carried_each_flow(lab: Lab) -> None:
     flows = [Flow(lab, "app") for _ in range(6)]
     chained = Flow(lab, "db")
     try:
+        before = _where(lab)
         assert all(f.echo() for f in flows) and chained.echo()
-        where = _where(lab)
-        carried = {f.port: next(m for m in POOL if f.port in where[m]) for f in flows}
+        carried = {port: ",".join(m) for port, m in _crossed(lab, flows, before).items()}
     finally:
         for f in [*flows, chained]:
             f.close()
@@ -500,24 +523,27 @@ def test_a_failed_member_loses_new_and_existing_flows_within_the_bound(lab: Lab)
     through it; when it is back, the moved flow stays where it went."""
     flows = [Flow(lab, "app") for _ in range(12)]
     try:
+        before = _where(lab)
         assert all(f.echo() for f in flows)
-        where = _where(lab)
         flow = flows[0]
-        (dead,) = [m for m in POOL if flow.port in where[m]]
+        (dead,) = _crossed(lab, [flow], before)[flow.port]
         lab.set_dead(dead, True)
         failed_at = time.monotonic()
+        moving = _where(lab)
         while not flow.echo(timeout_s=0.05):
             assert time.monotonic() - failed_at < 10, "the flow never came back"
         moved_s = time.monotonic() - failed_at
         print(f"failover: {moved_s:.2f} s (bound {BOUND_S:g} s)")
         assert moved_s <= BOUND_S
-        (now,) = [m for m in POOL if m != dead and lab.flows(m).get(flow.port, (0, 0))[1] > 0]
+        (now,) = [m for m, (_, back) in _crossed(lab, [flow], moving)[flow.port].items() if back]
+        assert now != dead
         fresh = [Flow(lab, "app") for _ in range(12)]
         try:
-            before = lab.flows(dead)
+            before = _where(lab)
             assert all(f.echo() for f in fresh)
-            assert all(f.port not in lab.flows(dead) for f in fresh)
-            assert lab.flows(dead) == before
+            crossed = _crossed(lab, fresh, before)
+            assert all(len(members) == 1 and dead not in members for members in crossed.values())
+            assert lab.flows(dead) == before[dead]
         finally:
             for f in fresh:
                 f.close()
