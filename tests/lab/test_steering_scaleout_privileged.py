@@ -444,6 +444,7 @@ def test_flow_records_name_what_carried_each_flow(lab: Lab) -> None:
     for each of 6 flows web → app, the one member whose conntrack saw it.  Remote: the
     instance and the host that served it (which member is that host's choice: ``get
     serviceinstances`` counts it there).  A flow through the chain names both, in order."""
+    started_ms = int(time.time() * 1000)
     flows = [Flow(lab, "app") for _ in range(6)]
     chained = Flow(lab, "db")
     try:
@@ -460,7 +461,9 @@ def test_flow_records_name_what_carried_each_flow(lab: Lab) -> None:
             params={"workload": "web", "port": 7, "limit": 1000},
             timeout=5,
         ).json()["items"]
-        return {f["src"]["port"]: f["via"] for f in items}
+        # Earlier tests' flows may have had these ports; a flow seen in this test may also
+        # have started before it, when its socket got a port whose conntrack entry was live.
+        return {f["src"]["port"]: f["via"] for f in items if f["end_ms"] >= started_ms}
 
     # UDP flows are reported once idle for a snapshot interval (10 s).
     wait_until(lambda: set(carried) | {chained.port} <= set(reported()), 60, "6 + 1 reports")
