@@ -2,7 +2,7 @@
 
 Measures, on one generated estate and traffic (fixed seeds):
 * load — ``FlowStore.append`` of large batches (enrichment, Arrow, Parquet segment files)
-  until ``flush`` returns, in flows/s; then ``compact`` (the rollup and merges that the
+  until ``flush`` returns, in flows/s; then ``compact`` (the rollup, merges and rewrites that the
   background thread would do), in seconds;
 * the application graph and top talkers by workload (median of ``--runs``), as the API runs
   them (whole UTC days from the daily rollup) and over the raw flows only;

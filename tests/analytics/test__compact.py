@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tagwall.analytics import FlowStore
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import pytest
+
+from tagwall.analytics import FlowStore, _compact
 from tagwall.analytics._compact import FANIN, ROLLUP_ROWS, SMALL_ROWS, pick, pick_unrolled
 from tagwall.analytics._segments import Segment
 
@@ -50,10 +53,17 @@ def test_a_finished_day_merges_its_small_files_whatever_their_level() -> None:
     assert pick(yesterday[:1], TODAY) == []
 
 
-def test_large_files_are_left_alone() -> None:
-    large = [seg(i, rows=SMALL_ROWS) for i in range(FANIN)]
+def test_large_files_merge_with_none_and_a_flushs_is_rewritten_alone_once_nothing_is_due() -> None:
+    large = [seg(i, rows=SMALL_ROWS, level=1) for i in range(FANIN)]
     assert pick(large, TODAY) == []
-    assert pick([seg(1, day=TODAY - 1, rows=SMALL_ROWS), seg(2, day=TODAY - 1)], TODAY) == []
+    assert (
+        pick([seg(1, day=TODAY - 1, rows=SMALL_ROWS, level=1), seg(2, day=TODAY - 1)], TODAY) == []
+    )
+    flushed = [seg(3, rows=SMALL_ROWS), seg(2, rows=SMALL_ROWS)]
+    assert pick(flushed, TODAY) == flushed[1:]  # the oldest
+    assert pick([seg(0, rows=SMALL_ROWS, rolled_up=False)], TODAY) == []
+    small = [seg(i) for i in range(10, 10 + FANIN)]
+    assert pick([*flushed, *small], TODAY) == small  # merges first
 
 
 def test_many_small_flushes_end_in_one_file_per_finished_day_with_every_flow(
@@ -78,6 +88,37 @@ def test_many_small_flushes_end_in_one_file_per_finished_day_with_every_flow(
     finally:
         store.close()
     assert len(list(Path(f"{path}.segments").iterdir())) == 1  # the merged inputs are gone
+
+
+def test_a_large_flush_is_rewritten_compressed_with_every_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush's file too large to merge ends Snappy-compressed, smaller, answering the same
+    (``SMALL_ROWS`` scaled down to 100 rows)."""
+    monkeypatch.setattr(_compact, "SMALL_ROWS", 100)
+    tags = {"web-1": {"tier": "web"}, "db-1": {"tier": "db"}}
+    path = tmp_path / "flows.duckdb"
+    segments = Path(f"{path}.segments")
+    store = FlowStore(path, maintenance_interval_s=None, compaction=False)
+    try:
+        endpoints = store.endpoints(estate(tags))
+        rows = [
+            {"t": T0 + i, "src": "10.0.0.1", "dst": "10.0.0.2", "bytes": i % 7} for i in range(500)
+        ]
+        store.append(batch(rows), endpoints)
+        store.flush()
+        (flushed,) = segments.iterdir()
+        assert pq.read_metadata(flushed).row_group(0).column(0).compression == "UNCOMPRESSED"
+        flushed_bytes, newest = flushed.stat().st_size, store.flows(limit=1000)
+        assert store.compact() == 2  # the rollup, then the rewrite
+        (rewritten,) = segments.iterdir()
+        assert rewritten != flushed
+        assert pq.read_metadata(rewritten).row_group(0).column(0).compression == "SNAPPY"
+        assert rewritten.stat().st_size < flushed_bytes
+        assert store.flows(limit=1000) == newest
+        assert store.compact() == 0  # level 1 now: never again
+    finally:
+        store.close()
 
 
 TAGS = {"web-1": {"tier": "web"}, "db-1": {"tier": "db"}}

@@ -17,13 +17,18 @@ its small files are merged ``FANIN`` at a time whatever their levels. So a day h
 ``FANIN - 1`` small files per level (a day of 86,400 one-second flushes: ~6 levels), and every
 row is rewritten about once per level it climbs (a file of level n holds at least
 ``FANIN ** n`` flushes). Work per merge is bounded: at most ``FANIN`` files of fewer than
-``SMALL_ROWS`` rows each, streamed row group by row group (memory: one row group). Merged files are
-Snappy-compressed: rewriting a row so costs ~275 ns of CPU instead of ~125 uncompressed, and
-the file shrinks from ~132 to ~55 bytes per row (the flush writes its files uncompressed, being
-on the ingest path); DuckDB scanned both as fast (10M rows, grouped by endpoint pair: 0.30 and
-0.31 s). A merge is written and fsynced unregistered, then handed to the writer thread, which
-swaps it for its inputs in one transaction (``Upkeep._swap``) unless retention dropped an input
-in the meantime; the inputs are deleted once no running query reads them. A crash before the
+``SMALL_ROWS`` rows each (or one flush's file), streamed row group by row group (memory: one
+row group). Merged files are Snappy-compressed: rewriting a row so costs ~275 ns of CPU instead
+of ~125 uncompressed, and the file shrinks from ~132 to ~55 bytes per row (the flush writes its
+files uncompressed, being on the ingest path); DuckDB scanned both as fast (10M rows, grouped
+by endpoint pair: 0.30 s and 0.31 s). A flush's file of ``SMALL_ROWS`` rows or more (a busy
+store) merges with nothing, so once no merge is due it is rewritten alone, compressed, as a
+file of level 1: without that the busiest stores would keep their rows at about twice the bytes
+for their whole retention (bench/query.py: 1,041 MB against 537).
+
+A merge is written and fsynced unregistered, then handed to the writer thread, which swaps
+it for its inputs in one transaction (``Upkeep._swap``) unless retention dropped an input in
+the meantime; the inputs are deleted once no running query reads them. A crash before the
 swap leaves an unregistered file that the next open deletes.
 
 Where it runs: its own thread at the lowest CPU priority (``nice`` 19 for that thread), so
@@ -49,7 +54,7 @@ from ._segments import Segment, SegmentFiles
 __all__ = ["FANIN", "ROLLUP_ROWS", "SMALL_ROWS", "Compactor", "pick", "pick_unrolled"]
 
 FANIN = 8
-SMALL_ROWS = 1_000_000  # larger files are left as they are (~130 MB each)
+SMALL_ROWS = 1_000_000  # larger files merge no more (~130 MB as flushed, ~55 compressed)
 ROLLUP_ROWS = 4_000_000  # rows rolled up in one step at most (one file may exceed it)
 log = logging.getLogger("tagwall.analytics")
 
@@ -71,15 +76,21 @@ def pick_unrolled(segments: Sequence[Segment]) -> list[Segment]:
 def pick(segments: Sequence[Segment], today: int) -> list[Segment]:
     """The next files to merge, oldest first (empty: nothing to do): ``FANIN`` small files
     of one day and level, or of one finished day (before ``today``) whatever their levels;
-    only files already rolled up."""
+    else the oldest large file a flush wrote (uncompressed), alone; only files already
+    rolled up."""
     groups: dict[tuple[int, int], list[Segment]] = defaultdict(list)
+    large: list[Segment] = []
     for s in sorted(segments, key=lambda s: s.sequence):
-        if s.rows < SMALL_ROWS and s.rolled_up:
+        if not s.rolled_up:
+            continue
+        if s.rows < SMALL_ROWS:
             groups[(s.day, s.level if s.day >= today else -1)].append(s)
+        elif s.level == 0:
+            large.append(s)
     for key in sorted(groups):
         if len(groups[key]) >= FANIN or (key[1] == -1 and len(groups[key]) > 1):
             return groups[key][:FANIN]
-    return []
+    return large[:1]
 
 
 class Compactor:
