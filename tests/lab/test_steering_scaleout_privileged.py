@@ -375,7 +375,7 @@ def _where(lab: Lab) -> Where:
 def _crossed(lab: Lab, flows: list[Flow], before: Where) -> dict[int, dict[str, tuple[int, int]]]:
     """For each flow's port, the members it crossed since ``before``, with the packets it
     added there (out, back).  A port's mere presence in a member's conntrack says nothing:
-    a closed flow of an earlier test leaves its entry behind for minutes, and the kernel may
+    a closed flow of an earlier test leaves its entry behind for 30 s or more; the kernel may
     hand its port to a new socket.  An entry that expired and came back counts from zero."""
     now = _where(lab)
     crossed: dict[int, dict[str, tuple[int, int]]] = {}
@@ -530,9 +530,9 @@ def test_a_failed_member_loses_new_and_existing_flows_within_the_bound(lab: Lab)
         assert all(f.echo() for f in flows)
         flow = flows[0]
         (dead,) = _crossed(lab, [flow], before)[flow.port]
+        moving = _where(lab)
         lab.set_dead(dead, True)
         failed_at = time.monotonic()
-        moving = _where(lab)
         while not flow.echo(timeout_s=0.05):
             assert time.monotonic() - failed_at < 10, "the flow never came back"
         moved_s = time.monotonic() - failed_at
