@@ -1,7 +1,7 @@
 """Background work on segments: which files are rolled up next (``pick_unrolled``) and which
 merge (``pick``); rows answer the same before and after their rollup, a day dropped before
-its rollup keeps its rollup, and a store fed by many small flushes ends with few files
-holding the same flows."""
+its rollup keeps its rollup, a store fed by many small flushes ends with few files holding
+the same flows, and a flush's file too large to merge is rewritten compressed."""
 
 from __future__ import annotations
 
@@ -90,37 +90,6 @@ def test_many_small_flushes_end_in_one_file_per_finished_day_with_every_flow(
     assert len(list(Path(f"{path}.segments").iterdir())) == 1  # the merged inputs are gone
 
 
-def test_a_large_flush_is_rewritten_compressed_with_every_flow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A flush's file too large to merge ends Snappy-compressed, smaller, answering the same
-    (``SMALL_ROWS`` scaled down to 100 rows)."""
-    monkeypatch.setattr(_compact, "SMALL_ROWS", 100)
-    tags = {"web-1": {"tier": "web"}, "db-1": {"tier": "db"}}
-    path = tmp_path / "flows.duckdb"
-    segments = Path(f"{path}.segments")
-    store = FlowStore(path, maintenance_interval_s=None, compaction=False)
-    try:
-        endpoints = store.endpoints(estate(tags))
-        rows = [
-            {"t": T0 + i, "src": "10.0.0.1", "dst": "10.0.0.2", "bytes": i % 7} for i in range(500)
-        ]
-        store.append(batch(rows), endpoints)
-        store.flush()
-        (flushed,) = segments.iterdir()
-        assert pq.read_metadata(flushed).row_group(0).column(0).compression == "UNCOMPRESSED"
-        flushed_bytes, newest = flushed.stat().st_size, store.flows(limit=1000)
-        assert store.compact() == 2  # the rollup, then the rewrite
-        (rewritten,) = segments.iterdir()
-        assert rewritten != flushed
-        assert pq.read_metadata(rewritten).row_group(0).column(0).compression == "SNAPPY"
-        assert rewritten.stat().st_size < flushed_bytes
-        assert store.flows(limit=1000) == newest
-        assert store.compact() == 0  # level 1 now: never again
-    finally:
-        store.close()
-
-
 TAGS = {"web-1": {"tier": "web"}, "db-1": {"tier": "db"}}
 
 
@@ -161,5 +130,35 @@ def test_a_day_dropped_before_its_rollup_keeps_its_rollup(tmp_path: Path) -> Non
         assert store.enforce_retention(T0 + 3 * DAY_MS) == ("flows_d20231114",)
         assert store.flows() == []
         assert [e.flows for e in store.graph(["tier"]).edges] == [1]
+    finally:
+        store.close()
+
+
+def test_a_large_flush_is_rewritten_compressed_with_every_flow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush's file too large to merge ends Snappy-compressed, smaller, answering the same
+    (``SMALL_ROWS`` scaled down to 100 rows)."""
+    monkeypatch.setattr(_compact, "SMALL_ROWS", 100)
+    path = tmp_path / "flows.duckdb"
+    segments = Path(f"{path}.segments")
+    store = FlowStore(path, maintenance_interval_s=None, compaction=False)
+    try:
+        endpoints = store.endpoints(estate(TAGS))
+        rows = [
+            {"t": T0 + i, "src": "10.0.0.1", "dst": "10.0.0.2", "bytes": i % 7} for i in range(500)
+        ]
+        store.append(batch(rows), endpoints)
+        store.flush()
+        (flushed,) = segments.iterdir()
+        assert pq.read_metadata(flushed).row_group(0).column(0).compression == "UNCOMPRESSED"
+        flushed_bytes, newest = flushed.stat().st_size, store.flows(limit=1000)
+        assert store.compact() == 2  # the rollup, then the rewrite
+        (rewritten,) = segments.iterdir()
+        assert rewritten != flushed
+        assert pq.read_metadata(rewritten).row_group(0).column(0).compression == "SNAPPY"
+        assert rewritten.stat().st_size < flushed_bytes
+        assert store.flows(limit=1000) == newest
+        assert store.compact() == 0  # level 1 now: never again
     finally:
         store.close()
