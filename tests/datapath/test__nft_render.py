@@ -146,7 +146,9 @@ def test_every_matchtags_rule_looks_up_through_its_chain_and_clears_the_mark() -
         )
         assert " meta mark set 0 counter ct mark set " in lines[i + 1]
         # an egress allow goes on to the ingress walk, an ingress allow accepts
-        assert " goto ingress comment " in lines[i + 1] or " accept comment " in lines[i + 1]
+        within = next(x for x in reversed(lines[:i]) if x.startswith("chain "))
+        verdict = "goto ingress" if within.startswith("chain egress_") else "accept"
+        assert f" {verdict} comment " in lines[i + 1], within
         assert lines[i + 2] == "meta mark and 0xff000000 == 0x74000000 meta mark set 0"
     assert script.count("saddr map @m_") == 1  # the map is bound by one rule only
 

@@ -6,10 +6,11 @@ Every rule of a host's program, per direction, has a *decision id*, 1 to ``0xfff
 a rule that stays); ``DECISION_ISOLATED`` is the application tier's isolation drop and
 ``DECISION_POSTURE`` the default posture.  A rule's verdict carries its id:
 
-* allow (and redirect) — ``ct mark set ct mark and 0x0000ffff or 0x00070000 accept`` at egress
-  for id 7: the egress decision is the mark's high 16 bits, the ingress decision the low 16
-  (``and 0xffff0000 or 0x00000007``).  A flow between two workloads of one host meets both
-  chains and carries both halves; a half that stays 0 was not decided on this host.  Only a
+* allow (and redirect) — ``ct mark set ct mark and 0x0000ffff or 0x00070000`` before the
+  verdict (``goto ingress`` at egress, ``accept`` at ingress) for id 7 at egress: the egress
+  decision is the mark's high 16 bits, the ingress decision the low 16 (``and 0xffff0000 or
+  0x00000007``).  A flow between two workloads of one host meets both walks and carries both
+  halves; a half that stays 0 was not decided on this host.  Only a
   new flow's first packet reaches a rule (the rest are ``established``), so the mark is
   written once per flow and end, before conntrack confirms the entry: its NEW event carries
   it.  Worked example: ``ct mark 0x00070003`` = allowed at egress by decision 7, at ingress
